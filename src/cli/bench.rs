@@ -1,0 +1,170 @@
+//! `orchestra bench`: engine throughput against a bare llama-cpp-2 loop on the same
+//! ~150M-parameter q8_0 synthetic model, in one process, printed as a table of ratios.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::engine::{GenerateRequest, LoadOptions, Model, SamplingParams, baseline};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Tokens each stream generates.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: u32,
+    /// Concurrent stream counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub streams: Vec<u32>,
+    /// Benchmark this GGUF instead of the synthetic ~150M q8_0 model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Repeat each measurement and keep the best (less noise).
+    #[arg(long, default_value_t = 2)]
+    pub repeat: u32,
+}
+
+const PROMPT: &str =
+    "<|im_start|>user\nTell me a long story about a band.<|im_end|>\n<|im_start|>assistant\n";
+
+/// The synthetic benchmark model, written on first use.
+pub fn bench_model() -> anyhow::Result<PathBuf> {
+    let dir = super::orchestra_home().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("bench-150m-q8_0.gguf");
+    if !path.exists() {
+        eprintln!(
+            "writing the ~150M-parameter q8_0 benchmark model to {} …",
+            path.display()
+        );
+        let tmp = path.with_extension("gguf.part");
+        crate::synth::write_model(&crate::synth::bench_spec(), &tmp)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
+/// Drop the file's pages from the OS cache so the next load reads the disk.
+fn drop_page_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = std::fs::File::open(path) {
+        // SAFETY: a plain advisory call on a file descriptor we own.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+}
+
+fn engine_run(model: &Model, streams: u32, tokens: u32) -> anyhow::Result<(f64, f64)> {
+    let request = GenerateRequest::raw(PROMPT)
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(tokens)
+        .with_ignore_eos(true);
+    let start = Instant::now();
+    let gens: Vec<_> = (0..streams)
+        .map(|_| model.generate(request.clone()))
+        .collect::<Result<_, _>>()?;
+    let mut total = 0usize;
+    let mut per_stream = 0.0;
+    for g in gens {
+        let c = g.blocking_finish_with(|_| {})?;
+        total += c.completion_tokens;
+        per_stream += c.timings.decode_tok_s;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    // (decode tok/s summed over streams, tokens over wall time including the prompt)
+    Ok((per_stream, total as f64 / wall))
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => bench_model()?,
+    };
+    let max_streams = args.streams.iter().copied().max().unwrap_or(1);
+    let options = LoadOptions {
+        context: 1024,
+        slots: max_streams,
+        threads: args.threads,
+        ..LoadOptions::default()
+    };
+
+    drop_page_cache(&path);
+    let t = Instant::now();
+    let model = Model::load(&path, &options)?;
+    let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+    drop(model);
+    let t = Instant::now();
+    let model = Model::load(&path, &options)?;
+    let warm_ms = t.elapsed().as_secs_f64() * 1e3;
+    let info = model.info().clone();
+
+    // Warm-up, then best of `repeat` for each measurement.
+    engine_run(&model, 1, 16)?;
+    let mut bare = 0.0f64;
+    for _ in 0..args.repeat.max(1) {
+        let r = baseline::bare_decode(&path, PROMPT, args.tokens as usize, args.threads)?;
+        bare = bare.max(r.decode_tok_s);
+    }
+    let mut rows = Vec::new();
+    for &n in &args.streams {
+        let mut best = (0.0f64, 0.0f64);
+        for _ in 0..args.repeat.max(1) {
+            let (decode, wall) = engine_run(&model, n, args.tokens)?;
+            if decode > best.0 {
+                best = (decode, wall);
+            }
+        }
+        rows.push((n, best.0, best.1));
+    }
+
+    println!(
+        "model: {} — {:.1}M parameters, {} threads",
+        info.name,
+        info.n_params as f64 / 1e6,
+        args.threads.unwrap_or_else(crate::engine::default_threads)
+    );
+    println!("load: cold {cold_ms:.0} ms (page cache dropped), warm {warm_ms:.0} ms");
+    println!();
+    println!(
+        "| run                          | decode tok/s | wall tok/s | vs bare loop | vs 1 stream |"
+    );
+    println!(
+        "|------------------------------|--------------|------------|--------------|-------------|"
+    );
+    println!(
+        "| bare llama-cpp-2 loop, 1     | {bare:12.1} | {:>10} | {:>12} | {:>11} |",
+        "-", "1.00x", "-"
+    );
+    let one = rows
+        .iter()
+        .find(|r| r.0 == 1)
+        .map(|r| r.1)
+        .unwrap_or(rows[0].1);
+    for (n, decode, wall) in &rows {
+        let label = if *n == 1 {
+            "engine, 1 stream".to_string()
+        } else {
+            format!("engine, {n} streams (aggregate)")
+        };
+        println!(
+            "| {label:<28} | {decode:12.1} | {wall:10.1} | {:>11.2}x | {:>10.2}x |",
+            decode / bare,
+            decode / one
+        );
+    }
+    println!();
+    println!(
+        "reproduce: cargo run --release -- bench --tokens {} --streams {}",
+        args.tokens,
+        args.streams
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(())
+}

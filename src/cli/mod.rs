@@ -1,0 +1,36 @@
+//! The commands behind `main.rs`: each parses nothing itself (clap did) and calls the
+//! library the same way a Rust user would.
+
+pub mod bench;
+pub mod generate;
+pub mod inspect;
+pub mod rehearse;
+
+use std::path::PathBuf;
+
+/// Where orchestra keeps what it writes itself (rehearsal and benchmark models):
+/// `$ORCHESTRA_HOME`, else the user's cache dir (`~/.cache/orchestra`).
+pub fn orchestra_home() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORCHESTRA_HOME") {
+        return PathBuf::from(p);
+    }
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("orchestra")
+}
+
+/// Set up `tracing` from `RUST_LOG`; quiet by default (warnings only, llama.cpp's own
+/// chatter off unless asked for).
+pub fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose {
+        "info,llama_cpp_2=warn"
+    } else {
+        "warn,llama_cpp_2=error"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

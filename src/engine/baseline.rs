@@ -1,0 +1,91 @@
+//! The baseline for benchmarks: a bare llama-cpp-2 decode loop (one sequence, greedy,
+//! no scheduler, no channels), so the engine's overhead can be measured against it in
+//! the same process.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::sampling::LlamaSampler;
+
+use super::backend::backend;
+use super::error::EngineError;
+use super::model::default_threads;
+
+/// What the bare loop measured.
+#[derive(Debug, Clone)]
+pub struct BareRun {
+    pub tokens: usize,
+    /// Decode speed after the first token.
+    pub decode_tok_s: f64,
+    pub load_ms: f64,
+}
+
+/// Load `path`, decode `prompt`, then greedily generate `n_tokens` tokens (end-of-text
+/// ignored) with the plainest llama-cpp-2 loop.
+pub fn bare_decode(
+    path: &Path,
+    prompt: &str,
+    n_tokens: usize,
+    threads: Option<i32>,
+) -> Result<BareRun, EngineError> {
+    let t0 = Instant::now();
+    let params = LlamaModelParams::default();
+    let model = LlamaModel::load_from_file(backend(), path, &params)
+        .map_err(|_| EngineError::LoadFailed(path.to_path_buf()))?;
+    let threads = threads.unwrap_or_else(default_threads);
+    let n_ctx = 2048;
+    let cparams = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(512)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx =
+        model
+            .new_context(backend(), cparams)
+            .map_err(|_| EngineError::ContextFailed {
+                path: path.to_path_buf(),
+                n_ctx,
+            })?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
+    let mut batch = LlamaBatch::new(512, 1);
+    let last = tokens.len() - 1;
+    for (i, t) in tokens.iter().enumerate() {
+        batch
+            .add(*t, i as i32, &[0], i == last)
+            .expect("prompt fits");
+    }
+    let decode_err = |e: llama_cpp_2::DecodeError| EngineError::Decode {
+        model: "baseline".into(),
+        reason: e.to_string(),
+    };
+    ctx.decode(&mut batch).map_err(decode_err)?;
+    let mut sampler = LlamaSampler::greedy();
+    let mut pos = tokens.len() as i32;
+    let mut started = None;
+    for i in 0..n_tokens {
+        let tok = sampler.sample(&ctx, batch.n_tokens() - 1);
+        if i == 0 {
+            started = Some(Instant::now());
+        }
+        batch.clear();
+        batch.add(tok, pos, &[0], true).expect("one token fits");
+        pos += 1;
+        ctx.decode(&mut batch).map_err(decode_err)?;
+    }
+    let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+    Ok(BareRun {
+        tokens: n_tokens,
+        decode_tok_s: if secs > 0.0 {
+            n_tokens as f64 / secs
+        } else {
+            0.0
+        },
+        load_ms,
+    })
+}

@@ -1,0 +1,21 @@
+//! llama.cpp, through `llama-cpp-2`: loading GGUF models, one worker thread per loaded
+//! model with continuous batching, sampling chains, streaming and cancellation. This is
+//! the only module that imports `llama_cpp_2`.
+
+mod backend;
+pub mod baseline;
+mod error;
+mod model;
+mod request;
+mod stream;
+mod text;
+mod worker;
+
+pub use error::EngineError;
+pub use model::{
+    LoadOptions, Model, ModelInfo, chatml, compute_buffer_bytes, default_threads, kv_cache_bytes,
+    threads_for,
+};
+pub use request::{ChatMessage, DEFAULT_MAX_TOKENS, GenerateRequest, Prompt, SamplingParams};
+pub use stream::{Completion, FinishReason, Generation, StreamItem, Timings};
+pub use text::{Pushed, TextStream};

@@ -1,0 +1,130 @@
+//! The caller's side of a generation: a stream of text chunks ending in a
+//! [`Completion`]. Dropping a [`Generation`] cancels it — the worker sees the closed
+//! channel at its next step and frees the slot and its KV cells.
+
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::error::EngineError;
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model emitted an end-of-generation token.
+    Stop,
+    /// A stop string appeared (it is not part of the text).
+    StopString,
+    /// `max_tokens` or the request's context was reached.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` value.
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop | FinishReason::StopString => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// How fast a generation went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// Waiting for a free slot.
+    pub queued_ms: f64,
+    /// From submission to the first generated token (includes the queue and prompt).
+    pub ttft_ms: f64,
+    /// Prompt processing speed.
+    pub prompt_tok_s: f64,
+    /// Decode speed after the first token.
+    pub decode_tok_s: f64,
+    pub total_ms: f64,
+    /// Mean gap between consecutive tokens.
+    pub gap_mean_ms: f64,
+    /// Standard deviation of those gaps (the raw material of *swing*).
+    pub gap_std_ms: f64,
+}
+
+/// The end of a generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub timings: Timings,
+}
+
+/// One thing the worker reports.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    /// New text (never a partial UTF-8 character, never part of a stop string).
+    Text(String),
+    Done(Completion),
+    Failed(EngineError),
+}
+
+/// A running generation.
+#[derive(Debug)]
+pub struct Generation {
+    id: u64,
+    rx: UnboundedReceiver<StreamItem>,
+}
+
+impl Generation {
+    pub(crate) fn new(id: u64, rx: UnboundedReceiver<StreamItem>) -> Self {
+        Self { id, rx }
+    }
+
+    /// Request id, unique per model.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next chunk, or `None` after the end.
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        self.rx.recv().await
+    }
+
+    /// Like [`Generation::next`], for threads outside an async runtime.
+    pub fn blocking_next(&mut self) -> Option<StreamItem> {
+        self.rx.blocking_recv()
+    }
+
+    /// Wait for the whole answer, calling `on_text` for each chunk.
+    pub async fn finish_with(
+        mut self,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Completion, EngineError> {
+        while let Some(item) = self.next().await {
+            match item {
+                StreamItem::Text(t) => on_text(&t),
+                StreamItem::Done(c) => return Ok(c),
+                StreamItem::Failed(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Stopped("worker".into()))
+    }
+
+    /// Wait for the whole answer.
+    pub async fn finish(self) -> Result<Completion, EngineError> {
+        self.finish_with(|_| {}).await
+    }
+
+    /// Blocking version of [`Generation::finish_with`].
+    pub fn blocking_finish_with(
+        mut self,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Completion, EngineError> {
+        while let Some(item) = self.blocking_next() {
+            match item {
+                StreamItem::Text(t) => on_text(&t),
+                StreamItem::Done(c) => return Ok(c),
+                StreamItem::Failed(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Stopped("worker".into()))
+    }
+}

@@ -1,0 +1,24 @@
+//! # orchestra
+//!
+//! Several local LLMs playing together as an ensemble.
+//!
+//! # Layout
+//! - [`synth`]: writes GGUF files — synthetic llama models for tests, rehearsals and
+//!   benchmarks — and reads GGUF headers for `inspect`.
+//! - [`engine`]: llama.cpp. Model loading, one worker thread per loaded model running
+//!   continuous batching, sampling, streaming, cancellation. The only module that
+//!   imports `llama_cpp_2`.
+//! - [`stage`]: which models are resident under a memory budget (footprints, LRU
+//!   eviction, pinning, idle unload, shared loads).
+//! - [`hub`]: model references (`hf:` and local paths) and Hugging Face downloads.
+//! - [`score`]: the Lua side — the only module that imports `mlua`.
+//! - [`events`]: the event bus every part reports to.
+//! - [`cli`]: the command implementations behind the thin `main.rs`.
+
+pub mod cli;
+pub mod engine;
+pub mod events;
+pub mod hub;
+pub mod score;
+pub mod stage;
+pub mod synth;

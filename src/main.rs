@@ -1,0 +1,66 @@
+//! The `orchestra` command: parses arguments, sets up logging, calls the library.
+
+use clap::{Parser, Subcommand};
+
+use orchestra::cli;
+
+/// Several local LLMs playing together as an ensemble.
+///
+/// Models are GGUF files run by llama.cpp. Each is an instrument in a section (code,
+/// creative, analysis, review); a score (a Lua file) says who plays what.
+///
+/// Start with `orchestra rehearse`: it writes a small synthetic band and plays it,
+/// offline. Then `orchestra generate --model FILE.gguf "hello"` runs one model.
+#[derive(Debug, Parser)]
+#[command(
+    name = "orchestra",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Log more (RUST_LOG overrides; e.g. RUST_LOG=llama_cpp_2=info shows llama.cpp's log).
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one model on one prompt, streaming the answer.
+    ///
+    /// Example: orchestra generate --model qwen.gguf --temperature 0 --stats "hello"
+    Generate(cli::generate::GenerateArgs),
+    /// Describe a GGUF file: architecture, size, quantisation, template, footprint.
+    Inspect(cli::inspect::InspectArgs),
+    /// Play the offline rehearsal band (synthetic models written on first use).
+    Rehearse(cli::rehearse::RehearseArgs),
+    /// Measure decode throughput against a bare llama.cpp loop, 1 to 8 streams.
+    Bench(cli::bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Rehearse(a) => runtime().block_on(cli::rehearse::run(a)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime")
+}

@@ -1,0 +1,657 @@
+//! The stage: which models are resident, under one memory budget.
+//!
+//! A model's footprint is weights + KV cache + compute buffers, estimated from the GGUF
+//! header before loading and replaced by what the load really took. Loading a model
+//! that does not fit evicts idle models, least recently used first; a model that is
+//! playing (it holds a [`Lease`]) is never evicted, pinned models stay, idle models
+//! unload after a TTL, and concurrent requests for a model that is loading share one
+//! load.
+
+mod footprint;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::engine::{LoadOptions, Model};
+use crate::events::{EventBus, EventKind};
+pub use footprint::{Footprint, estimate};
+
+/// A model the stage may load.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Unique name on this stage (an instrument name).
+    pub name: String,
+    pub path: PathBuf,
+    pub options: LoadOptions,
+    /// Never evicted for room nor unloaded when idle.
+    pub pinned: bool,
+}
+
+impl ModelSpec {
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            options: LoadOptions::default(),
+            pinned: false,
+        }
+    }
+
+    pub fn with_options(mut self, options: LoadOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
+        self
+    }
+}
+
+/// Stage settings.
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    /// Bytes all resident models may use together.
+    pub budget: u64,
+    /// Unload a model idle for this long (`None`: never).
+    pub idle_ttl: Option<Duration>,
+    /// How long a load waits for playing models to finish before giving up.
+    pub wait_for_room: Duration,
+}
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        Self {
+            budget: 8 << 30,
+            idle_ttl: None,
+            wait_for_room: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    #[error("no model named `{name}` on the stage (known: {known})")]
+    Unknown { name: String, known: String },
+    #[error(
+        "model `{name}` needs {need} (weights {weights} + KV cache {kv} + compute {compute}) but the memory budget is {budget}: raise the budget (`memory = ...`), lower `context` or `slots`, or pick a smaller quantisation"
+    )]
+    TooLarge {
+        name: String,
+        need: String,
+        weights: String,
+        kv: String,
+        compute: String,
+        budget: String,
+    },
+    #[error(
+        "no room for `{name}` ({need}) after waiting {waited_s}s: {used} of {budget} is held by {holders}; raise the budget or wait for them to finish"
+    )]
+    BudgetFull {
+        name: String,
+        need: String,
+        used: String,
+        budget: String,
+        holders: String,
+        waited_s: u64,
+    },
+    #[error("model `{0}` is playing and cannot be evicted now")]
+    Playing(String),
+    #[error("loading `{name}` failed: {reason}")]
+    Load { name: String, reason: String },
+}
+
+/// A resident model as reported to users.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResidentInfo {
+    pub name: String,
+    pub footprint_bytes: u64,
+    pub pinned: bool,
+    pub playing: usize,
+    pub idle_ms: u64,
+}
+
+struct Resident {
+    model: Model,
+    footprint: u64,
+}
+
+struct Entry {
+    spec: ModelSpec,
+    resident: Option<Resident>,
+    /// Serialises loads of this model: the second caller waits and finds it resident.
+    loading: Arc<tokio::sync::Mutex<()>>,
+    leases: usize,
+    last_used: Instant,
+}
+
+struct State {
+    entries: HashMap<String, Entry>,
+    /// Bytes promised to loads in progress.
+    reserved: u64,
+}
+
+struct Shared {
+    config: StageConfig,
+    events: EventBus,
+    state: Mutex<State>,
+    /// Signalled whenever a lease ends or a model leaves, so waiting loads re-check.
+    room: Notify,
+}
+
+/// The memory-budgeted set of models. Cheap to clone.
+#[derive(Clone)]
+pub struct Stage {
+    shared: Arc<Shared>,
+}
+
+/// The right to use a resident model; while any lease is alive the model is not
+/// evicted. Dropping it marks the model idle (and most recently used).
+pub struct Lease {
+    model: Model,
+    name: String,
+    shared: Arc<Shared>,
+}
+
+impl Lease {
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Model;
+    fn deref(&self) -> &Model {
+        &self.model
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock().unwrap();
+        if let Some(e) = st.entries.get_mut(&self.name) {
+            e.leases = e.leases.saturating_sub(1);
+            e.last_used = Instant::now();
+        }
+        drop(st);
+        self.shared.room.notify_waiters();
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Parse "12GiB", "512 MB", "1.5G", "800000" into bytes.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        _ => return None,
+    };
+    Some((num * mult) as u64)
+}
+
+impl Stage {
+    pub fn new(config: StageConfig, events: EventBus) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                events,
+                state: Mutex::new(State {
+                    entries: HashMap::new(),
+                    reserved: 0,
+                }),
+                room: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.shared.config.budget
+    }
+
+    /// Register a model (replacing an unloaded one of the same name).
+    pub fn add(&self, spec: ModelSpec) {
+        let mut st = self.shared.state.lock().unwrap();
+        let name = spec.name.clone();
+        match st.entries.get_mut(&name) {
+            Some(e) => {
+                if e.spec.path != spec.path || e.spec.options != spec.options {
+                    // A different model under the same name: the old one leaves when idle.
+                    if e.leases == 0 {
+                        e.resident = None;
+                    }
+                }
+                e.spec = spec;
+            }
+            None => {
+                st.entries.insert(
+                    name,
+                    Entry {
+                        spec,
+                        resident: None,
+                        loading: Arc::new(tokio::sync::Mutex::new(())),
+                        leases: 0,
+                        last_used: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Names of registered models.
+    pub fn names(&self) -> Vec<String> {
+        let st = self.shared.state.lock().unwrap();
+        let mut v: Vec<_> = st.entries.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn unknown(&self, st: &State, name: &str) -> StageError {
+        let mut known: Vec<_> = st.entries.keys().map(|k| format!("`{k}`")).collect();
+        known.sort();
+        StageError::Unknown {
+            name: name.into(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        }
+    }
+
+    /// Bytes held by resident models plus loads in progress.
+    pub fn used(&self) -> u64 {
+        let st = self.shared.state.lock().unwrap();
+        used_bytes(&st)
+    }
+
+    /// The model, loaded if needed; the lease keeps it resident while held.
+    pub async fn acquire(&self, name: &str) -> Result<Lease, StageError> {
+        let loading = {
+            let mut st = self.shared.state.lock().unwrap();
+            let Some(e) = st.entries.get_mut(name) else {
+                return Err(self.unknown(&st, name));
+            };
+            if let Some(lease) = self.lease_if_resident(e, name) {
+                return Ok(lease);
+            }
+            e.loading.clone()
+        };
+        let _one_load = loading.lock().await;
+        let spec = {
+            let mut st = self.shared.state.lock().unwrap();
+            let Some(e) = st.entries.get_mut(name) else {
+                return Err(self.unknown(&st, name));
+            };
+            if let Some(lease) = self.lease_if_resident(e, name) {
+                return Ok(lease);
+            }
+            e.spec.clone()
+        };
+        let fp = estimate(&spec.path, &spec.options).map_err(|e| StageError::Load {
+            name: name.into(),
+            reason: e.to_string(),
+        })?;
+        let need = fp.total();
+        if need > self.shared.config.budget {
+            return Err(StageError::TooLarge {
+                name: name.into(),
+                need: human_bytes(need),
+                weights: human_bytes(fp.weights),
+                kv: human_bytes(fp.kv),
+                compute: human_bytes(fp.compute),
+                budget: human_bytes(self.shared.config.budget),
+            });
+        }
+        self.make_room(name, need).await?;
+        self.shared.events.emit(EventKind::ModelLoading {
+            model: name.into(),
+            estimate_bytes: need,
+        });
+        let loaded = Model::load_async(spec.path.clone(), spec.options.clone()).await;
+        let mut st = self.shared.state.lock().unwrap();
+        st.reserved = st.reserved.saturating_sub(need);
+        let model = match loaded {
+            Ok(m) => m,
+            Err(e) => {
+                drop(st);
+                self.shared.room.notify_waiters();
+                self.shared.events.emit(EventKind::ModelLoadFailed {
+                    model: name.into(),
+                    error: e.to_string(),
+                });
+                return Err(StageError::Load {
+                    name: name.into(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let footprint = model.info().footprint();
+        let load_ms = model.info().load_ms;
+        let Some(e) = st.entries.get_mut(name) else {
+            return Err(self.unknown(&st, name));
+        };
+        e.resident = Some(Resident {
+            model: model.clone(),
+            footprint,
+        });
+        e.leases += 1;
+        e.last_used = Instant::now();
+        // The real footprint may exceed the estimate: evict idle models to get back
+        // under the budget.
+        let over = used_bytes(&st).saturating_sub(self.shared.config.budget);
+        let evicted = if over > 0 {
+            evict_lru(&mut st, over, name)
+        } else {
+            Vec::new()
+        };
+        drop(st);
+        for (m, _) in evicted {
+            self.shared.events.emit(EventKind::ModelEvicted {
+                model: m,
+                reason: "footprint correction after a load".into(),
+            });
+        }
+        self.shared.events.emit(EventKind::ModelLoaded {
+            model: name.into(),
+            footprint_bytes: footprint,
+            load_ms,
+        });
+        Ok(Lease {
+            model,
+            name: name.into(),
+            shared: self.shared.clone(),
+        })
+    }
+
+    fn lease_if_resident(&self, e: &mut Entry, name: &str) -> Option<Lease> {
+        let r = e.resident.as_ref()?;
+        e.leases += 1;
+        e.last_used = Instant::now();
+        Some(Lease {
+            model: r.model.clone(),
+            name: name.into(),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Evict idle models (LRU first) until `need` more bytes fit, waiting for playing
+    /// models to finish when that is not enough. Reserves the bytes on success.
+    async fn make_room(&self, name: &str, need: u64) -> Result<(), StageError> {
+        let deadline = Instant::now() + self.shared.config.wait_for_room;
+        let budget = self.shared.config.budget;
+        loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let outcome = {
+                let mut st = self.shared.state.lock().unwrap();
+                let used = used_bytes(&st);
+                let overflow = (used + need).saturating_sub(budget);
+                let evicted = if overflow > 0 {
+                    evict_lru(&mut st, overflow, name)
+                } else {
+                    Vec::new()
+                };
+                let used = used_bytes(&st);
+                if used + need <= budget {
+                    st.reserved += need;
+                    Ok(evicted)
+                } else {
+                    Err((evicted, used, holders(&st)))
+                }
+            };
+            match outcome {
+                Ok(evicted) => {
+                    for (m, _) in evicted {
+                        self.shared.events.emit(EventKind::ModelEvicted {
+                            model: m,
+                            reason: format!("making room for {name}"),
+                        });
+                    }
+                    return Ok(());
+                }
+                Err((evicted, used, holders)) => {
+                    for (m, _) in evicted {
+                        self.shared.events.emit(EventKind::ModelEvicted {
+                            model: m,
+                            reason: format!("making room for {name}"),
+                        });
+                    }
+                    let now = Instant::now();
+                    if now >= deadline
+                        || tokio::time::timeout(deadline - now, notified)
+                            .await
+                            .is_err()
+                    {
+                        return Err(StageError::BudgetFull {
+                            name: name.into(),
+                            need: human_bytes(need),
+                            used: human_bytes(used),
+                            budget: human_bytes(budget),
+                            holders,
+                            waited_s: self.shared.config.wait_for_room.as_secs(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keep a model resident (or let it go again).
+    pub fn pin(&self, name: &str, pinned: bool) -> Result<(), StageError> {
+        let mut st = self.shared.state.lock().unwrap();
+        match st.entries.get_mut(name) {
+            Some(e) => {
+                e.spec.pinned = pinned;
+                Ok(())
+            }
+            None => Err(self.unknown(&st, name)),
+        }
+    }
+
+    /// Unload a model now. Returns whether it was resident; refuses while it plays.
+    pub fn evict(&self, name: &str) -> Result<bool, StageError> {
+        let mut st = self.shared.state.lock().unwrap();
+        let Some(e) = st.entries.get_mut(name) else {
+            return Err(self.unknown(&st, name));
+        };
+        if e.resident.is_none() {
+            return Ok(false);
+        }
+        if e.leases > 0 {
+            return Err(StageError::Playing(name.into()));
+        }
+        e.resident = None;
+        drop(st);
+        self.shared.room.notify_waiters();
+        self.shared.events.emit(EventKind::ModelEvicted {
+            model: name.into(),
+            reason: "asked to".into(),
+        });
+        Ok(true)
+    }
+
+    /// Resident models, most recently used first.
+    pub fn resident(&self) -> Vec<ResidentInfo> {
+        let st = self.shared.state.lock().unwrap();
+        let now = Instant::now();
+        let mut v: Vec<_> = st
+            .entries
+            .iter()
+            .filter_map(|(name, e)| {
+                e.resident.as_ref().map(|r| ResidentInfo {
+                    name: name.clone(),
+                    footprint_bytes: r.footprint,
+                    pinned: e.spec.pinned,
+                    playing: e.leases,
+                    idle_ms: if e.leases > 0 {
+                        0
+                    } else {
+                        (now - e.last_used).as_millis() as u64
+                    },
+                })
+            })
+            .collect();
+        v.sort_by_key(|r| r.idle_ms);
+        v
+    }
+
+    /// Whether a model is loaded right now.
+    pub fn is_resident(&self, name: &str) -> bool {
+        let st = self.shared.state.lock().unwrap();
+        st.entries.get(name).is_some_and(|e| e.resident.is_some())
+    }
+
+    /// Unload models idle longer than the TTL. Returns their names.
+    pub fn unload_idle(&self) -> Vec<String> {
+        let Some(ttl) = self.shared.config.idle_ttl else {
+            return Vec::new();
+        };
+        let mut st = self.shared.state.lock().unwrap();
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for (name, e) in st.entries.iter_mut() {
+            if e.resident.is_some() && e.leases == 0 && !e.spec.pinned && now - e.last_used >= ttl {
+                e.resident = None;
+                gone.push(name.clone());
+            }
+        }
+        drop(st);
+        if !gone.is_empty() {
+            self.shared.room.notify_waiters();
+        }
+        for name in &gone {
+            self.shared.events.emit(EventKind::ModelEvicted {
+                model: name.clone(),
+                reason: format!("idle for {}s", ttl.as_secs()),
+            });
+        }
+        gone
+    }
+
+    /// Run the idle-unload sweep in the background (needs a tokio runtime).
+    pub fn spawn_idle_sweeper(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let ttl = self.shared.config.idle_ttl?;
+        let weak = Arc::downgrade(&self.shared);
+        let period = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                Stage { shared }.unload_idle();
+            }
+        }))
+    }
+}
+
+fn used_bytes(st: &State) -> u64 {
+    st.reserved
+        + st.entries
+            .values()
+            .filter_map(|e| e.resident.as_ref().map(|r| r.footprint))
+            .sum::<u64>()
+}
+
+/// Evict idle, unpinned models other than `except`, least recently used first, until
+/// `need` bytes are freed or none is left to evict.
+fn evict_lru(st: &mut State, need: u64, except: &str) -> Vec<(String, u64)> {
+    let mut candidates: Vec<(Instant, String)> = st
+        .entries
+        .iter()
+        .filter(|(n, e)| {
+            n.as_str() != except && e.resident.is_some() && e.leases == 0 && !e.spec.pinned
+        })
+        .map(|(n, e)| (e.last_used, n.clone()))
+        .collect();
+    candidates.sort();
+    let mut freed = 0;
+    let mut out = Vec::new();
+    for (_, name) in candidates {
+        if freed >= need {
+            break;
+        }
+        let e = st.entries.get_mut(&name).expect("candidate exists");
+        let r = e.resident.take().expect("candidate is resident");
+        freed += r.footprint;
+        out.push((name, r.footprint));
+    }
+    out
+}
+
+fn holders(st: &State) -> String {
+    let mut v: Vec<String> = st
+        .entries
+        .iter()
+        .filter_map(|(n, e)| {
+            e.resident.as_ref().map(|r| {
+                let why = if e.leases > 0 {
+                    "playing"
+                } else if e.spec.pinned {
+                    "pinned"
+                } else {
+                    "idle"
+                };
+                format!("`{n}` {} ({why})", human_bytes(r.footprint))
+            })
+        })
+        .collect();
+    if st.reserved > 0 {
+        v.push(format!("loads in progress {}", human_bytes(st.reserved)));
+    }
+    v.sort();
+    v.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_in_the_units_users_write() {
+        assert_eq!(parse_bytes("12GiB"), Some(12 << 30));
+        assert_eq!(parse_bytes("512 MB"), Some(512_000_000));
+        assert_eq!(parse_bytes("1.5G"), Some(1_500_000_000));
+        assert_eq!(parse_bytes("800000"), Some(800_000));
+        assert_eq!(parse_bytes("lots"), None);
+    }
+}

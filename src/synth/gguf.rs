@@ -1,0 +1,937 @@
+//! The GGUF v3 container: metadata values, the ggml tensor type table, row encoding
+//! (f32, f16, q8_0) and a streaming writer. Owns bytes on disk, not what a model means.
+//!
+//! Layout written: magic `GGUF`, version, tensor count, metadata count, metadata,
+//! tensor infos (name, dims innermost first, type, offset), padding to the alignment,
+//! then each tensor's data padded to the alignment. llama.cpp rejects a file whose
+//! offsets are not exactly the running sum of padded sizes in header order.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use half::f16;
+
+use super::error::GgufError;
+
+/// The four bytes every GGUF file starts with.
+pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
+/// The version this writer produces.
+pub const GGUF_VERSION: u32 = 3;
+/// Alignment of tensor data, written as `general.alignment`.
+pub const DEFAULT_ALIGNMENT: u32 = 32;
+/// llama.cpp's `GGML_MAX_DIMS`.
+pub const MAX_DIMS: usize = 4;
+
+/// Elements per q8_0 block.
+pub const Q8_0_BLOCK: usize = 32;
+/// Bytes per q8_0 block: an f16 scale, then 32 signed bytes.
+pub const Q8_0_BLOCK_BYTES: usize = 34;
+
+/// GGUF metadata value type ids (`gguf_type`).
+pub(crate) mod value_type {
+    pub const U8: u32 = 0;
+    pub const I8: u32 = 1;
+    pub const U16: u32 = 2;
+    pub const I16: u32 = 3;
+    pub const U32: u32 = 4;
+    pub const I32: u32 = 5;
+    pub const F32: u32 = 6;
+    pub const BOOL: u32 = 7;
+    pub const STRING: u32 = 8;
+    pub const ARRAY: u32 = 9;
+    pub const U64: u32 = 10;
+    pub const I64: u32 = 11;
+    pub const F64: u32 = 12;
+}
+
+/// One metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+    Array(MetaArray),
+}
+
+/// A metadata array: GGUF arrays hold one element type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaArray {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bool(Vec<bool>),
+    Str(Vec<String>),
+    Array(Vec<MetaArray>),
+}
+
+impl MetaValue {
+    /// The value as an unsigned integer, from any integer type that holds a
+    /// non-negative value (llama.cpp writers disagree on u32 vs i32 vs u64).
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            MetaValue::U8(v) => Some(v.into()),
+            MetaValue::U16(v) => Some(v.into()),
+            MetaValue::U32(v) => Some(v.into()),
+            MetaValue::U64(v) => Some(v),
+            MetaValue::I8(v) => u64::try_from(v).ok(),
+            MetaValue::I16(v) => u64::try_from(v).ok(),
+            MetaValue::I32(v) => u64::try_from(v).ok(),
+            MetaValue::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, from any numeric type.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            MetaValue::F32(v) => Some(v.into()),
+            MetaValue::F64(v) => Some(v),
+            MetaValue::I8(v) => Some(v.into()),
+            MetaValue::I16(v) => Some(v.into()),
+            MetaValue::I32(v) => Some(v.into()),
+            // Precision loss above 2^53 is irrelevant for metadata numbers.
+            MetaValue::I64(v) => Some(v as f64),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetaValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            MetaValue::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&MetaArray> {
+        match self {
+            MetaValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn type_id(&self) -> u32 {
+        match self {
+            MetaValue::U8(_) => value_type::U8,
+            MetaValue::I8(_) => value_type::I8,
+            MetaValue::U16(_) => value_type::U16,
+            MetaValue::I16(_) => value_type::I16,
+            MetaValue::U32(_) => value_type::U32,
+            MetaValue::I32(_) => value_type::I32,
+            MetaValue::U64(_) => value_type::U64,
+            MetaValue::I64(_) => value_type::I64,
+            MetaValue::F32(_) => value_type::F32,
+            MetaValue::F64(_) => value_type::F64,
+            MetaValue::Bool(_) => value_type::BOOL,
+            MetaValue::Str(_) => value_type::STRING,
+            MetaValue::Array(_) => value_type::ARRAY,
+        }
+    }
+}
+
+impl MetaArray {
+    pub fn len(&self) -> usize {
+        match self {
+            MetaArray::U8(v) => v.len(),
+            MetaArray::I8(v) => v.len(),
+            MetaArray::U16(v) => v.len(),
+            MetaArray::I16(v) => v.len(),
+            MetaArray::U32(v) => v.len(),
+            MetaArray::I32(v) => v.len(),
+            MetaArray::U64(v) => v.len(),
+            MetaArray::I64(v) => v.len(),
+            MetaArray::F32(v) => v.len(),
+            MetaArray::F64(v) => v.len(),
+            MetaArray::Bool(v) => v.len(),
+            MetaArray::Str(v) => v.len(),
+            MetaArray::Array(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The strings of a string array.
+    pub fn as_strs(&self) -> Option<&[String]> {
+        match self {
+            MetaArray::Str(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn elem_type_id(&self) -> u32 {
+        match self {
+            MetaArray::U8(_) => value_type::U8,
+            MetaArray::I8(_) => value_type::I8,
+            MetaArray::U16(_) => value_type::U16,
+            MetaArray::I16(_) => value_type::I16,
+            MetaArray::U32(_) => value_type::U32,
+            MetaArray::I32(_) => value_type::I32,
+            MetaArray::U64(_) => value_type::U64,
+            MetaArray::I64(_) => value_type::I64,
+            MetaArray::F32(_) => value_type::F32,
+            MetaArray::F64(_) => value_type::F64,
+            MetaArray::Bool(_) => value_type::BOOL,
+            MetaArray::Str(_) => value_type::STRING,
+            MetaArray::Array(_) => value_type::ARRAY,
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            MetaArray::U8(_) => "u8",
+            MetaArray::I8(_) => "i8",
+            MetaArray::U16(_) => "u16",
+            MetaArray::I16(_) => "i16",
+            MetaArray::U32(_) => "u32",
+            MetaArray::I32(_) => "i32",
+            MetaArray::U64(_) => "u64",
+            MetaArray::I64(_) => "i64",
+            MetaArray::F32(_) => "f32",
+            MetaArray::F64(_) => "f64",
+            MetaArray::Bool(_) => "bool",
+            MetaArray::Str(_) => "string",
+            MetaArray::Array(_) => "array",
+        }
+    }
+}
+
+/// Short human form for `inspect`: long arrays are summarised, not dumped.
+impl fmt::Display for MetaValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaValue::U8(v) => write!(f, "{v}"),
+            MetaValue::I8(v) => write!(f, "{v}"),
+            MetaValue::U16(v) => write!(f, "{v}"),
+            MetaValue::I16(v) => write!(f, "{v}"),
+            MetaValue::U32(v) => write!(f, "{v}"),
+            MetaValue::I32(v) => write!(f, "{v}"),
+            MetaValue::U64(v) => write!(f, "{v}"),
+            MetaValue::I64(v) => write!(f, "{v}"),
+            MetaValue::F32(v) => write!(f, "{v}"),
+            MetaValue::F64(v) => write!(f, "{v}"),
+            MetaValue::Bool(v) => write!(f, "{v}"),
+            MetaValue::Str(s) if s.chars().count() > 80 => {
+                let head: String = s.chars().take(77).collect();
+                write!(f, "{head:?}…")
+            }
+            MetaValue::Str(s) => write!(f, "{s:?}"),
+            MetaValue::Array(a) => write!(f, "[{} × {}]", a.len(), a.type_name()),
+        }
+    }
+}
+
+macro_rules! meta_from {
+    ($($t:ty => $v:ident),* $(,)?) => {$(
+        impl From<$t> for MetaValue {
+            fn from(v: $t) -> Self {
+                MetaValue::$v(v)
+            }
+        }
+        impl From<Vec<$t>> for MetaValue {
+            fn from(v: Vec<$t>) -> Self {
+                MetaValue::Array(MetaArray::$v(v))
+            }
+        }
+    )*};
+}
+
+meta_from!(
+    u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32,
+    u64 => U64, i64 => I64, f32 => F32, f64 => F64, bool => Bool, String => Str,
+);
+
+impl From<&str> for MetaValue {
+    fn from(v: &str) -> Self {
+        MetaValue::Str(v.to_owned())
+    }
+}
+
+impl From<MetaArray> for MetaValue {
+    fn from(v: MetaArray) -> Self {
+        MetaValue::Array(v)
+    }
+}
+
+/// A ggml tensor type id, known or not: unknown ids still parse so a header from a
+/// newer llama.cpp can be inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GgmlType(pub u32);
+
+/// (id, name, elements per block, bytes per block), from ggml.h and `sizeof(block_*)`
+/// in ggml-common.h of the llama.cpp we link.
+const GGML_TYPES: &[(u32, &str, u64, u64)] = &[
+    (0, "F32", 1, 4),
+    (1, "F16", 1, 2),
+    (2, "Q4_0", 32, 18),
+    (3, "Q4_1", 32, 20),
+    (6, "Q5_0", 32, 22),
+    (7, "Q5_1", 32, 24),
+    (8, "Q8_0", 32, 34),
+    (9, "Q8_1", 32, 36),
+    (10, "Q2_K", 256, 84),
+    (11, "Q3_K", 256, 110),
+    (12, "Q4_K", 256, 144),
+    (13, "Q5_K", 256, 176),
+    (14, "Q6_K", 256, 210),
+    (15, "Q8_K", 256, 292),
+    (16, "IQ2_XXS", 256, 66),
+    (17, "IQ2_XS", 256, 74),
+    (18, "IQ3_XXS", 256, 98),
+    (19, "IQ1_S", 256, 50),
+    (20, "IQ4_NL", 32, 18),
+    (21, "IQ3_S", 256, 110),
+    (22, "IQ2_S", 256, 82),
+    (23, "IQ4_XS", 256, 136),
+    (24, "I8", 1, 1),
+    (25, "I16", 1, 2),
+    (26, "I32", 1, 4),
+    (27, "I64", 1, 8),
+    (28, "F64", 1, 8),
+    (29, "IQ1_M", 256, 56),
+    (30, "BF16", 1, 2),
+    (34, "TQ1_0", 256, 54),
+    (35, "TQ2_0", 256, 66),
+    (39, "MXFP4", 32, 17),
+    (40, "NVFP4", 64, 36),
+    (41, "Q1_0", 128, 18),
+    (42, "Q2_0", 64, 18),
+];
+
+impl GgmlType {
+    pub const F32: GgmlType = GgmlType(0);
+    pub const F16: GgmlType = GgmlType(1);
+    pub const Q4_0: GgmlType = GgmlType(2);
+    pub const Q4_1: GgmlType = GgmlType(3);
+    pub const Q5_0: GgmlType = GgmlType(6);
+    pub const Q5_1: GgmlType = GgmlType(7);
+    pub const Q8_0: GgmlType = GgmlType(8);
+    pub const Q2_K: GgmlType = GgmlType(10);
+    pub const Q3_K: GgmlType = GgmlType(11);
+    pub const Q4_K: GgmlType = GgmlType(12);
+    pub const Q5_K: GgmlType = GgmlType(13);
+    pub const Q6_K: GgmlType = GgmlType(14);
+    pub const Q8_K: GgmlType = GgmlType(15);
+    pub const BF16: GgmlType = GgmlType(30);
+
+    fn entry(self) -> Option<&'static (u32, &'static str, u64, u64)> {
+        GGML_TYPES.iter().find(|e| e.0 == self.0)
+    }
+
+    /// The upper-case ggml name (`Q8_0`, `F16`, …), `None` for ids this table lacks.
+    pub fn known_name(self) -> Option<&'static str> {
+        self.entry().map(|e| e.1)
+    }
+
+    /// The name, or `type N` for an unknown id.
+    pub fn name(self) -> String {
+        self.to_string()
+    }
+
+    /// Elements per block (1 for plain types).
+    pub fn block_size(self) -> Option<u64> {
+        self.entry().map(|e| e.2)
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> Option<u64> {
+        self.entry().map(|e| e.3)
+    }
+
+    /// Bytes of a tensor with these dims; `None` for an unknown type, a row length that
+    /// is not a whole number of blocks, or an overflow.
+    pub fn tensor_bytes(self, dims: &[u64]) -> Option<u64> {
+        let (block, bytes) = (self.block_size()?, self.block_bytes()?);
+        let ne0 = *dims.first()?;
+        if ne0 % block != 0 {
+            return None;
+        }
+        let rows = dims[1..]
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
+        (ne0 / block).checked_mul(bytes)?.checked_mul(rows)
+    }
+
+    /// Looks a type up by name, case-insensitively (`q8_0`, `Q4_K`).
+    pub fn from_name(name: &str) -> Option<GgmlType> {
+        GGML_TYPES
+            .iter()
+            .find(|e| e.1.eq_ignore_ascii_case(name))
+            .map(|e| GgmlType(e.0))
+    }
+}
+
+impl fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.known_name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "type {}", self.0),
+        }
+    }
+}
+
+/// The tensor types this writer can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TensorType {
+    F32,
+    F16,
+    Q8_0,
+}
+
+impl TensorType {
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            TensorType::F32 => GgmlType::F32,
+            TensorType::F16 => GgmlType::F16,
+            TensorType::Q8_0 => GgmlType::Q8_0,
+        }
+    }
+
+    /// `general.file_type` (llama_ftype) of a model whose big tensors have this type.
+    pub fn file_type(self) -> u32 {
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16 => 1,
+            TensorType::Q8_0 => 7,
+        }
+    }
+
+    /// Elements per block: a row length must be a multiple of it.
+    pub fn block_size(self) -> usize {
+        match self {
+            TensorType::F32 | TensorType::F16 => 1,
+            TensorType::Q8_0 => Q8_0_BLOCK,
+        }
+    }
+
+    /// Encoded bytes of a row of `ne0` elements (`ne0` a multiple of the block size).
+    pub fn row_bytes(self, ne0: usize) -> usize {
+        match self {
+            TensorType::F32 => ne0 * 4,
+            TensorType::F16 => ne0 * 2,
+            TensorType::Q8_0 => ne0 / Q8_0_BLOCK * Q8_0_BLOCK_BYTES,
+        }
+    }
+
+    /// Appends the encoding of `row` to `out`.
+    pub fn encode_row(self, row: &[f32], out: &mut Vec<u8>) {
+        match self {
+            TensorType::F32 => {
+                out.reserve(row.len() * 4);
+                for &x in row {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            TensorType::F16 => {
+                out.reserve(row.len() * 2);
+                for &x in row {
+                    out.extend_from_slice(&f16::from_f32(x).to_le_bytes());
+                }
+            }
+            TensorType::Q8_0 => quantize_q8_0(row, out),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorType::F32 => "F32",
+            TensorType::F16 => "F16",
+            TensorType::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TensorType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(TensorType::F32),
+            "f16" => Ok(TensorType::F16),
+            "q8_0" | "q8" => Ok(TensorType::Q8_0),
+            _ => Err(format!(
+                "tensor type `{s}` cannot be written: use `f32`, `f16` or `q8_0`"
+            )),
+        }
+    }
+}
+
+/// Appends q8_0 blocks for `row` (length a multiple of 32), exactly as ggml's
+/// `quantize_row_q8_0_ref`: `d = max|x| / 127` stored as f16, `q = round(x / d)` with
+/// the f32 `d`, so files match what llama.cpp's own quantizer writes.
+pub fn quantize_q8_0(row: &[f32], out: &mut Vec<u8>) {
+    debug_assert_eq!(row.len() % Q8_0_BLOCK, 0, "q8_0 rows are whole blocks");
+    out.reserve(row.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES);
+    for block in row.chunks_exact(Q8_0_BLOCK) {
+        let amax = block.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        // `round` rounds half away from zero, like C's roundf used by ggml.
+        out.extend(block.iter().map(|&x| (x * id).round() as i8 as u8));
+    }
+}
+
+/// Decodes q8_0 blocks back to f32 (for tests and checks).
+pub fn dequantize_q8_0(bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / Q8_0_BLOCK_BYTES * Q8_0_BLOCK);
+    for block in bytes.chunks_exact(Q8_0_BLOCK_BYTES) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        out.extend(block[2..].iter().map(|&q| f32::from(q as i8) * d));
+    }
+    out
+}
+
+/// Rounds `n` up to a multiple of `align`.
+pub(crate) fn align_up(n: u64, align: u64) -> u64 {
+    n.div_ceil(align) * align
+}
+
+/// Produces one row of a tensor: called with the row index (over all dims but the
+/// first) and a buffer of `ne0` zeros to fill.
+type RowFill<'a> = Box<dyn FnMut(u64, &mut [f32]) + 'a>;
+
+struct PendingTensor<'a> {
+    name: String,
+    dims: Vec<u64>,
+    ty: TensorType,
+    offset: u64,
+    fill: RowFill<'a>,
+}
+
+/// Builds a GGUF file in memory as a description (metadata, tensor shapes and row
+/// generators) and streams it to disk: tensor data is produced row by row while
+/// writing, so a model never sits in memory twice.
+pub struct GgufWriter<'a> {
+    alignment: u32,
+    metadata: Vec<(String, MetaValue)>,
+    tensors: Vec<PendingTensor<'a>>,
+    names: HashSet<String>,
+    data_size: u64,
+}
+
+impl Default for GgufWriter<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> GgufWriter<'a> {
+    /// An empty file with 32-byte alignment.
+    pub fn new() -> Self {
+        GgufWriter {
+            alignment: DEFAULT_ALIGNMENT,
+            metadata: vec![(
+                "general.alignment".into(),
+                MetaValue::U32(DEFAULT_ALIGNMENT),
+            )],
+            tensors: Vec::new(),
+            names: HashSet::new(),
+            data_size: 0,
+        }
+    }
+
+    /// Sets a metadata key, replacing an earlier value of the same key.
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<MetaValue>) {
+        let key = key.into();
+        let value = value.into();
+        if let Some(slot) = self.metadata.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else {
+            self.metadata.push((key, value));
+        }
+    }
+
+    /// Adds a tensor whose rows `fill` produces while the file is written. `dims` are in
+    /// GGUF order, innermost first: `dims[0]` is the row length.
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: TensorType,
+        fill: impl FnMut(u64, &mut [f32]) + 'a,
+    ) -> Result<(), GgufError> {
+        let name = name.into();
+        let bad = |reason: String| GgufError::BadTensor {
+            name: name.clone(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(bad("the name is empty; give every tensor a name".into()));
+        }
+        if dims.is_empty() || dims.len() > MAX_DIMS {
+            return Err(bad(format!(
+                "it has {} dims; ggml tensors have 1 to {MAX_DIMS}",
+                dims.len()
+            )));
+        }
+        if dims.contains(&0) {
+            return Err(bad(format!("dims {dims:?} contain a zero")));
+        }
+        if dims[0] % ty.block_size() as u64 != 0 {
+            return Err(bad(format!(
+                "its row length {} is not a multiple of {}, the {ty} block size; pick a multiple or write it as f32",
+                dims[0],
+                ty.block_size()
+            )));
+        }
+        let bytes = ty
+            .ggml()
+            .tensor_bytes(dims)
+            .ok_or_else(|| bad(format!("dims {dims:?} overflow")))?;
+        if !self.names.insert(name.clone()) {
+            return Err(GgufError::DuplicateTensor(name));
+        }
+        let offset = self.data_size;
+        self.data_size = offset + align_up(bytes, self.alignment.into());
+        self.tensors.push(PendingTensor {
+            name,
+            dims: dims.to_vec(),
+            ty,
+            offset,
+            fill: Box::new(fill),
+        });
+        Ok(())
+    }
+
+    /// Adds a tensor from data in memory (row-major, `dims[0]` elements per row).
+    pub fn add_tensor_data(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: TensorType,
+        data: &'a [f32],
+    ) -> Result<(), GgufError> {
+        let name = name.into();
+        let count = dims.iter().product::<u64>();
+        if data.len() as u64 != count {
+            return Err(GgufError::BadTensor {
+                name,
+                reason: format!(
+                    "dims {dims:?} need {count} values but {} were given",
+                    data.len()
+                ),
+            });
+        }
+        let ne0 = dims.first().copied().unwrap_or(0) as usize;
+        self.add_tensor(name, dims, ty, move |row, buf| {
+            let start = row as usize * ne0;
+            buf.copy_from_slice(&data[start..start + ne0]);
+        })
+    }
+
+    /// Total bytes of tensor data, alignment padding included.
+    pub fn data_size(&self) -> u64 {
+        self.data_size
+    }
+
+    /// Writes the file through a temporary sibling renamed into place, so a crash or an
+    /// error never leaves a half-written model under `path`. Returns the file size.
+    pub fn write(self, path: impl AsRef<Path>) -> Result<u64, GgufError> {
+        let path = path.as_ref();
+        let tmp = temp_sibling(path);
+        let write_err = |source| GgufError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let result = File::create(&tmp)
+            .and_then(|file| {
+                let mut out = BufWriter::with_capacity(1 << 20, file);
+                let size = self.write_to(&mut out)?;
+                let file = out.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                Ok(size)
+            })
+            .and_then(|size| fs::rename(&tmp, path).map(|()| size));
+        if result.is_err() {
+            // Best effort: the original error is the one worth reporting.
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(write_err)
+    }
+
+    /// Writes the whole file to `out`; returns the bytes written.
+    pub fn write_to<W: Write>(mut self, out: W) -> io::Result<u64> {
+        let mut out = CountingWriter {
+            inner: out,
+            count: 0,
+        };
+        out.write_all(&GGUF_MAGIC)?;
+        out.write_all(&GGUF_VERSION.to_le_bytes())?;
+        out.write_all(&(self.tensors.len() as u64).to_le_bytes())?;
+        out.write_all(&(self.metadata.len() as u64).to_le_bytes())?;
+        for (key, value) in &self.metadata {
+            write_str(&mut out, key)?;
+            out.write_all(&value.type_id().to_le_bytes())?;
+            write_value(&mut out, value)?;
+        }
+        for t in &self.tensors {
+            write_str(&mut out, &t.name)?;
+            out.write_all(&(t.dims.len() as u32).to_le_bytes())?;
+            for d in &t.dims {
+                out.write_all(&d.to_le_bytes())?;
+            }
+            out.write_all(&t.ty.ggml().0.to_le_bytes())?;
+            out.write_all(&t.offset.to_le_bytes())?;
+        }
+        let align = u64::from(self.alignment);
+        pad_to(&mut out, align)?;
+        let data_start = out.count;
+
+        let mut row = Vec::new();
+        let mut bytes = Vec::new();
+        for t in &mut self.tensors {
+            debug_assert_eq!(out.count - data_start, t.offset);
+            let ne0 = t.dims[0] as usize;
+            let rows: u64 = t.dims[1..].iter().product();
+            row.resize(ne0, 0.0);
+            for r in 0..rows {
+                row.fill(0.0);
+                (t.fill)(r, &mut row);
+                bytes.clear();
+                t.ty.encode_row(&row, &mut bytes);
+                out.write_all(&bytes)?;
+            }
+            pad_to(&mut out, align)?;
+        }
+        out.flush()?;
+        Ok(out.count)
+    }
+}
+
+/// A unique temporary name next to `path` (same directory, so the rename is atomic).
+fn temp_sibling(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".partial-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn pad_to<W: Write>(out: &mut CountingWriter<W>, align: u64) -> io::Result<()> {
+    let pad = align_up(out.count, align) - out.count;
+    out.write_all(&vec![0u8; pad as usize])
+}
+
+fn write_str(out: &mut impl Write, s: &str) -> io::Result<()> {
+    out.write_all(&(s.len() as u64).to_le_bytes())?;
+    out.write_all(s.as_bytes())
+}
+
+fn write_value(out: &mut impl Write, value: &MetaValue) -> io::Result<()> {
+    match value {
+        MetaValue::U8(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::I8(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::U16(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::I16(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::U32(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::I32(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::U64(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::I64(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::F32(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::F64(v) => out.write_all(&v.to_le_bytes()),
+        MetaValue::Bool(v) => out.write_all(&[u8::from(*v)]),
+        MetaValue::Str(s) => write_str(out, s),
+        MetaValue::Array(a) => write_array(out, a),
+    }
+}
+
+fn write_array(out: &mut impl Write, array: &MetaArray) -> io::Result<()> {
+    out.write_all(&array.elem_type_id().to_le_bytes())?;
+    out.write_all(&(array.len() as u64).to_le_bytes())?;
+    macro_rules! le {
+        ($v:expr) => {{
+            for x in $v {
+                out.write_all(&x.to_le_bytes())?;
+            }
+            Ok(())
+        }};
+    }
+    match array {
+        MetaArray::U8(v) => out.write_all(v),
+        MetaArray::I8(v) => le!(v),
+        MetaArray::U16(v) => le!(v),
+        MetaArray::I16(v) => le!(v),
+        MetaArray::U32(v) => le!(v),
+        MetaArray::I32(v) => le!(v),
+        MetaArray::U64(v) => le!(v),
+        MetaArray::I64(v) => le!(v),
+        MetaArray::F32(v) => le!(v),
+        MetaArray::F64(v) => le!(v),
+        MetaArray::Bool(v) => {
+            for &b in v {
+                out.write_all(&[u8::from(b)])?;
+            }
+            Ok(())
+        }
+        MetaArray::Str(v) => {
+            for s in v {
+                write_str(out, s)?;
+            }
+            Ok(())
+        }
+        MetaArray::Array(v) => {
+            for a in v {
+                write_array(out, a)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_quantises_known_values_like_ggml() {
+        // max|x| = 63.5 gives d = 0.5 exactly, so every expected value is exact.
+        let mut row = [0.0f32; 32];
+        row[0] = 63.5;
+        row[1] = -1.25;
+        row[2] = 0.75;
+        row[3] = 0.2;
+        row[31] = -63.5;
+        let mut out = Vec::new();
+        quantize_q8_0(&row, &mut out);
+        assert_eq!(out.len(), Q8_0_BLOCK_BYTES);
+        assert_eq!(f16::from_le_bytes([out[0], out[1]]), f16::from_f32(0.5));
+        let q: Vec<i8> = out[2..].iter().map(|&b| b as i8).collect();
+        assert_eq!(q[0], 127);
+        // -2.5 and 1.5 round half away from zero, as C's roundf does.
+        assert_eq!(q[1], -3);
+        assert_eq!(q[2], 2);
+        assert_eq!(q[3], 0);
+        assert_eq!(q[4], 0);
+        assert_eq!(q[31], -127);
+        let back = dequantize_q8_0(&out);
+        assert_eq!(back[0], 63.5);
+        assert_eq!(back[1], -1.5);
+        assert_eq!(back[31], -63.5);
+    }
+
+    #[test]
+    fn q8_0_zero_block_has_zero_scale() {
+        let mut out = Vec::new();
+        quantize_q8_0(&[0.0; 64], &mut out);
+        assert_eq!(out, vec![0u8; 2 * Q8_0_BLOCK_BYTES]);
+    }
+
+    #[test]
+    fn q8_0_keeps_one_hot_rows_equal() {
+        // Rehearsal models rely on equal entries staying equal after quantisation.
+        let mut row = vec![0.0f32; 96];
+        row[0] = 1.0;
+        row[70] = 1.0;
+        let mut out = Vec::new();
+        quantize_q8_0(&row, &mut out);
+        let back = dequantize_q8_0(&out);
+        assert_eq!(back[0], back[70]);
+        assert!((back[0] - 1.0).abs() < 1e-3);
+        assert!(
+            back.iter()
+                .enumerate()
+                .all(|(i, &x)| i == 0 || i == 70 || x == 0.0)
+        );
+    }
+
+    #[test]
+    fn type_table_sizes_match_ggml() {
+        assert_eq!(GgmlType::Q8_0.tensor_bytes(&[64, 3]), Some(2 * 34 * 3));
+        assert_eq!(GgmlType::Q4_K.tensor_bytes(&[256, 2]), Some(288));
+        assert_eq!(GgmlType::Q6_K.tensor_bytes(&[512]), Some(420));
+        assert_eq!(GgmlType::BF16.tensor_bytes(&[3, 5]), Some(30));
+        assert_eq!(GgmlType::Q4_0.tensor_bytes(&[48]), None);
+        assert_eq!(GgmlType(99).tensor_bytes(&[32]), None);
+        assert_eq!(GgmlType(99).name(), "type 99");
+        assert_eq!(GgmlType::from_name("q5_k"), Some(GgmlType::Q5_K));
+        assert_eq!(GgmlType(23).name(), "IQ4_XS");
+    }
+
+    #[test]
+    fn tensor_type_parses_user_spellings() {
+        assert_eq!("Q8_0".parse::<TensorType>(), Ok(TensorType::Q8_0));
+        assert_eq!("f16".parse::<TensorType>(), Ok(TensorType::F16));
+        assert!("q4_k".parse::<TensorType>().unwrap_err().contains("`q4_k`"));
+    }
+
+    #[test]
+    fn writer_rejects_bad_tensors() {
+        let mut w = GgufWriter::new();
+        let err = w
+            .add_tensor("a", &[40, 2], TensorType::Q8_0, |_, _| {})
+            .unwrap_err();
+        assert!(err.to_string().contains("not a multiple of 32"), "{err}");
+        w.add_tensor("b", &[32], TensorType::F32, |_, _| {})
+            .unwrap();
+        let err = w
+            .add_tensor("b", &[32], TensorType::F32, |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, GgufError::DuplicateTensor(_)));
+        let err = w.add_tensor("c", &[1, 1, 1, 1, 1], TensorType::F32, |_, _| {});
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn offsets_are_running_sums_of_padded_sizes() {
+        let mut w = GgufWriter::new();
+        w.add_tensor("a", &[3], TensorType::F32, |_, _| {}).unwrap();
+        w.add_tensor("b", &[32, 2], TensorType::Q8_0, |_, _| {})
+            .unwrap();
+        w.add_tensor("c", &[5], TensorType::F16, |_, _| {}).unwrap();
+        let offsets: Vec<u64> = w.tensors.iter().map(|t| t.offset).collect();
+        assert_eq!(offsets, vec![0, 32, 32 + 96]);
+        assert_eq!(w.data_size(), 32 + 96 + 32);
+    }
+}

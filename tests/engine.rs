@@ -1,0 +1,248 @@
+//! The engine on real llama.cpp inference: continuous batching, cancellation, stop
+//! strings, streaming, sampling and load errors, on synthetic models.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ALPHA, BETA, UNICODE, rehearsal, tiny_random};
+use orchestra::engine::{
+    EngineError, FinishReason, GenerateRequest, LoadOptions, Model, SamplingParams, StreamItem,
+};
+use orchestra::synth::TensorType;
+
+fn opts(slots: u32) -> LoadOptions {
+    LoadOptions {
+        context: 256,
+        slots,
+        ..LoadOptions::default()
+    }
+}
+
+fn greedy(prompt: &str) -> GenerateRequest {
+    GenerateRequest::user(prompt)
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(64)
+}
+
+fn run(model: &Model, req: GenerateRequest) -> orchestra::engine::Completion {
+    model
+        .generate(req)
+        .unwrap()
+        .blocking_finish_with(|_| {})
+        .unwrap()
+}
+
+#[test]
+fn rehearsal_models_replay_their_script_in_every_tensor_type() {
+    for dtype in [TensorType::F32, TensorType::F16, TensorType::Q8_0] {
+        let model = Model::load(rehearsal("alpha", ALPHA, dtype), &opts(1)).unwrap();
+        let c = run(&model, greedy("play something"));
+        assert_eq!(c.text, ALPHA, "{dtype:?}");
+        assert_eq!(c.finish_reason, FinishReason::Stop);
+    }
+}
+
+/// Lengths shorter than ALPHA's nine pieces, different per request.
+fn short_len(i: usize) -> u32 {
+    1 + (i as u32).div_ceil(2)
+}
+
+#[test]
+fn greedy_output_under_continuous_batching_equals_the_request_run_alone() {
+    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::Q8_0), &opts(8)).unwrap();
+    let alone = run(&model, greedy("one"));
+    assert_eq!(alone.text, ALPHA);
+    // Eight concurrent requests with different prompts and lengths: each gets its own
+    // correct output, not a neighbour's.
+    let gens: Vec<_> = (0..8)
+        .map(|i| {
+            let req = greedy(&format!("request number {i} {}", "pad ".repeat(i)))
+                .with_max_tokens(if i % 2 == 0 { 64 } else { short_len(i) });
+            model.generate(req).unwrap()
+        })
+        .collect();
+    let short = {
+        let c = run(&model, greedy("x").with_max_tokens(3));
+        c.text
+    };
+    assert!(ALPHA.starts_with(&short) && short.len() < ALPHA.len());
+    for (i, g) in gens.into_iter().enumerate() {
+        let c = g.blocking_finish_with(|_| {}).unwrap();
+        if i % 2 == 0 {
+            assert_eq!(c.text, alone.text, "request {i}");
+            assert_eq!(c.finish_reason, FinishReason::Stop);
+        } else {
+            assert_eq!(c.completion_tokens, short_len(i) as usize, "request {i}");
+            assert!(ALPHA.starts_with(&c.text), "request {i}: {:?}", c.text);
+            assert_eq!(c.finish_reason, FinishReason::Length);
+        }
+    }
+    assert_eq!(model.active_requests(), 0);
+}
+
+#[test]
+fn a_new_request_joins_the_running_batch_without_waiting() {
+    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::F16), &opts(2)).unwrap();
+    // A long runner: past the end of its script it starts over (ignore_eos).
+    let mut long = model
+        .generate(greedy("long").with_max_tokens(200).with_ignore_eos(true))
+        .unwrap();
+    assert!(matches!(long.blocking_next(), Some(StreamItem::Text(_))));
+    let short = run(&model, greedy("short"));
+    assert_eq!(short.text, ALPHA);
+    // The long one is still going: the short one did not wait for it.
+    let mut long_done = false;
+    while let Some(item) = long.blocking_next() {
+        if let StreamItem::Done(c) = item {
+            assert_eq!(c.completion_tokens, 200);
+            long_done = true;
+        }
+    }
+    assert!(long_done);
+}
+
+#[test]
+fn two_models_answer_with_their_own_scripts_side_by_side() {
+    let a = Model::load(rehearsal("alpha", ALPHA, TensorType::Q8_0), &opts(2)).unwrap();
+    let b = Model::load(rehearsal("beta", BETA, TensorType::Q8_0), &opts(2)).unwrap();
+    let ga = a.generate(greedy("hi")).unwrap();
+    let gb = b.generate(greedy("hi")).unwrap();
+    assert_eq!(gb.blocking_finish_with(|_| {}).unwrap().text, BETA);
+    assert_eq!(ga.blocking_finish_with(|_| {}).unwrap().text, ALPHA);
+}
+
+#[test]
+fn a_cancelled_request_frees_its_slot_and_kv_cells() {
+    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::Q8_0), &opts(1)).unwrap();
+    let mut g = model
+        .generate(
+            greedy("cancel me")
+                .with_max_tokens(100_000)
+                .with_ignore_eos(true),
+        )
+        .unwrap();
+    assert!(matches!(g.blocking_next(), Some(StreamItem::Text(_))));
+    drop(g);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while model.active_requests() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled request still holds its slot"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The only slot is free again, and its KV cells were cleared: the next request
+    // decodes from position 0 and gets the full, correct answer.
+    let c = run(&model, greedy("next"));
+    assert_eq!(c.text, ALPHA);
+}
+
+#[test]
+fn stop_strings_end_the_answer_before_them_and_max_tokens_caps_it() {
+    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::Q8_0), &opts(2)).unwrap();
+    let c = run(&model, greedy("x").with_stop(vec!["blues".into()]));
+    assert_eq!(c.text, "Alpha plays the ");
+    assert_eq!(c.finish_reason, FinishReason::StopString);
+    let c = run(&model, greedy("x").with_max_tokens(2));
+    assert_eq!(c.completion_tokens, 2);
+    assert_eq!(c.finish_reason, FinishReason::Length);
+    assert!(ALPHA.starts_with(&c.text) && !c.text.is_empty());
+}
+
+#[test]
+fn multibyte_characters_survive_streaming() {
+    let model = Model::load(rehearsal("unicode", UNICODE, TensorType::Q8_0), &opts(1)).unwrap();
+    let mut chunks = Vec::new();
+    let c = model
+        .generate(greedy("x"))
+        .unwrap()
+        .blocking_finish_with(|t| chunks.push(t.to_owned()))
+        .unwrap();
+    assert_eq!(chunks.concat(), UNICODE);
+    assert_eq!(c.text, UNICODE);
+    assert!(chunks.len() > 5, "streamed in pieces: {chunks:?}");
+}
+
+#[test]
+fn a_grammar_constrains_even_a_random_model() {
+    let model = Model::load(tiny_random(TensorType::F16), &opts(2)).unwrap();
+    for seed in 0..4 {
+        let sampling = SamplingParams {
+            temperature: 1.0,
+            seed: Some(seed),
+            grammar: Some(r#"root ::= "yes" | "no" | "maybe""#.into()),
+            ..SamplingParams::default()
+        };
+        let c = run(&model, greedy("?").with_sampling(sampling));
+        assert!(
+            ["yes", "no", "maybe"].contains(&c.text.as_str()),
+            "{:?}",
+            c.text
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_samples_the_same_text() {
+    let model = Model::load(tiny_random(TensorType::Q8_0), &opts(2)).unwrap();
+    let sampling = SamplingParams {
+        temperature: 1.5,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        repeat_penalty: 1.1,
+        seed: Some(42),
+        ..SamplingParams::default()
+    };
+    let req = greedy("seeded")
+        .with_sampling(sampling)
+        .with_max_tokens(24)
+        .with_ignore_eos(true);
+    let a = run(&model, req.clone());
+    let b = run(&model, req);
+    assert_eq!(a.text, b.text);
+    assert_eq!(a.completion_tokens, 24);
+}
+
+#[test]
+fn bad_model_files_give_clear_errors_and_the_process_goes_on() {
+    let dir = common::scratch();
+    let missing = dir.join("nope.gguf");
+    let err = Model::load(&missing, &opts(1)).unwrap_err();
+    assert!(matches!(err, EngineError::MissingFile(_)), "{err}");
+    assert!(err.to_string().contains("does not exist"));
+
+    let not_gguf = dir.join("notes.gguf");
+    std::fs::write(&not_gguf, b"these are my notes, not a model").unwrap();
+    let err = Model::load(&not_gguf, &opts(1)).unwrap_err();
+    assert!(err.to_string().contains("not a GGUF file"), "{err}");
+
+    let good = rehearsal("alpha", ALPHA, TensorType::Q8_0);
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let err = Model::load(&truncated, &opts(1)).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    // And a good model still loads and plays afterwards.
+    let model = Model::load(&good, &opts(1)).unwrap();
+    assert_eq!(run(&model, greedy("still here")).text, ALPHA);
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused_with_the_numbers() {
+    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::Q8_0), &opts(1)).unwrap();
+    let err = model.generate(greedy(&"word ".repeat(2000))).unwrap_err();
+    assert!(matches!(err, EngineError::PromptTooLong { .. }), "{err}");
+    assert_eq!(run(&model, greedy("ok")).text, ALPHA);
+}
+
+#[test]
+fn timings_report_time_to_first_token_and_decode_speed() {
+    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::Q8_0), &opts(1)).unwrap();
+    let c = run(&model, greedy("time me"));
+    assert!(c.timings.ttft_ms > 0.0);
+    assert!(c.timings.decode_tok_s > 0.0);
+    assert!(c.prompt_tokens > 0 && c.completion_tokens > 3);
+}
