@@ -13,12 +13,14 @@
 //! - [`hub`]: model references (`hf:` and local paths) and Hugging Face downloads.
 //! - [`score`]: the Lua side — the only module that imports `mlua`.
 //! - [`events`]: the event bus every part reports to.
+//! - [`narrate`]: events as short spoken-style lines, and text-to-speech.
 //! - [`cli`]: the command implementations behind the thin `main.rs`.
 
 pub mod cli;
 pub mod engine;
 pub mod events;
 pub mod hub;
+pub mod narrate;
 pub mod score;
 pub mod stage;
 pub mod synth;

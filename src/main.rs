@@ -38,6 +38,18 @@ enum Command {
     Rehearse(cli::rehearse::RehearseArgs),
     /// Measure decode throughput against a bare llama.cpp loop, 1 to 8 streams.
     Bench(cli::bench::BenchArgs),
+    /// Download models from Hugging Face: every model a score names, or references.
+    ///
+    /// References: `hf:org/repo/path/file.gguf`, `hf:org/repo:Q4_K_M` (the file of that
+    /// quantisation), with an optional `@revision`. Files go to the standard Hugging Face
+    /// cache (HF_HOME, HF_HUB_CACHE), shared with Python's huggingface_hub; interrupted
+    /// downloads resume. HF_TOKEN for gated repos, HF_ENDPOINT for mirrors,
+    /// HF_HUB_OFFLINE=1 to use the cache only.
+    Pull(orchestra::hub::cli::PullArgs),
+    /// List the GGUF models in the cache (and folders) or remove one (`models rm REF`).
+    Models(orchestra::hub::cli::ModelsArgs),
+    /// Search the Hugging Face Hub for GGUF repositories.
+    Search(orchestra::hub::cli::SearchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +60,9 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Rehearse(a) => runtime().block_on(cli::rehearse::run(a)),
+        Command::Pull(a) => runtime().block_on(orchestra::hub::cli::run_pull(a)),
+        Command::Models(a) => runtime().block_on(orchestra::hub::cli::run_models(a)),
+        Command::Search(a) => runtime().block_on(orchestra::hub::cli::run_search(a)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -96,12 +96,25 @@ fn generate(
     n_batch: u32,
     stop_at_eog: bool,
 ) -> Generation {
+    // One thread: test models are tiny, and tests run in parallel; llama.cpp's
+    // spinning thread barrier crawls when threads outnumber cores.
+    generate_with_threads(model, prompt, max_tokens, n_batch, stop_at_eog, 1)
+}
+
+fn generate_with_threads(
+    model: &LlamaModel,
+    prompt: &str,
+    max_tokens: usize,
+    n_batch: u32,
+    stop_at_eog: bool,
+    threads: i32,
+) -> Generation {
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(1024))
         .with_n_batch(n_batch)
         .with_n_ubatch(n_batch)
-        .with_n_threads(2)
-        .with_n_threads_batch(2);
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
     let mut ctx = model
         .new_context(backend(), params)
         .expect("llama.cpp creates a context");
@@ -164,7 +177,7 @@ fn generate(
 
 fn assert_replays(path: &Path, script: &str, what: &str) {
     let model = load(path);
-    let out = generate(&model, &chatml("Play me something."), 400, 512, true);
+    let out = generate(&model, &chatml("Play me something."), 1000, 512, true);
     assert_eq!(out.text, script, "{what}: replayed text");
     assert!(out.ended, "{what}: ends with end-of-generation");
     assert!(
@@ -199,6 +212,25 @@ fn rehearsal_models_replay_their_script_in_every_dtype() {
             let path = dir.join(&format!("{name}-{dtype}.gguf"));
             let info = synth::write_rehearsal_model(name, script, &path, dtype).unwrap();
             assert_eq!(info.text, script);
+            assert_replays(&path, script, &format!("{name} in {dtype}"));
+        }
+    }
+}
+
+#[test]
+fn long_and_repetitive_scripts_replay() {
+    let dir = TempDir::new("long");
+    // 300 distinct pieces widen the model to n_embd 320 (10 heads of 32).
+    let long: Vec<String> = (0..300).map(|i| format!("bar{i}")).collect();
+    let long = long.join(" ");
+    let chant = "la ".repeat(60) + "da capo";
+    for (name, script) in [("long", long.as_str()), ("chant", chant.as_str())] {
+        for dtype in [TensorType::F16, TensorType::Q8_0] {
+            let path = dir.join(&format!("{name}-{dtype}.gguf"));
+            let info = synth::write_rehearsal_model(name, script, &path, dtype).unwrap();
+            if name == "long" {
+                assert_eq!(info.n_embd, 320);
+            }
             assert_replays(&path, script, &format!("{name} in {dtype}"));
         }
     }
@@ -329,11 +361,9 @@ fn llama_cpp_agrees_with_the_header_reader() {
     assert_eq!(prompt, chatml("hi"));
 }
 
-/// Writes and runs the ~150M-parameter benchmark model; prints timings. Slow and
-/// 170 MB on disk, so run it on demand:
-/// `cargo test --release --test synth -- --ignored --nocapture`.
+/// Writes and runs the ~150M-parameter benchmark model (170 MB, about a second);
+/// prints timings with `--nocapture`.
 #[test]
-#[ignore]
 fn bench_model_is_written_quickly_and_runs() {
     let dir = TempDir::new("bench");
     let path = dir.join("bench.gguf");
@@ -350,8 +380,16 @@ fn bench_model_is_written_quickly_and_runs() {
     let started = Instant::now();
     let model = load(&path);
     println!("loaded in {:.2} s", started.elapsed().as_secs_f64());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as i32);
     let started = Instant::now();
-    let out = generate(&model, &chatml("Tell me a long story."), 32, 512, false);
+    let out = generate_with_threads(
+        &model,
+        &chatml("Tell me a long story."),
+        32,
+        512,
+        false,
+        threads,
+    );
     let secs = started.elapsed().as_secs_f64();
     println!(
         "decoded {} tokens in {secs:.2} s ({:.1} tokens/s)",
@@ -360,4 +398,5 @@ fn bench_model_is_written_quickly_and_runs() {
     );
     assert!(out.finite);
     assert_eq!(model.n_params(), header.parameter_count());
+    assert!((140e6..180e6).contains(&(header.parameter_count() as f64)));
 }

@@ -102,60 +102,62 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let warm_ms = t.elapsed().as_secs_f64() * 1e3;
     let info = model.info().clone();
 
-    // Warm-up, then best of `repeat` for each measurement.
+    // Warm-up, then best of `repeat` for each measurement. The baseline for N streams
+    // is a bare llama-cpp-2 loop decoding N sequences in one batch per step.
     engine_run(&model, 1, 16)?;
-    let mut bare = 0.0f64;
-    for _ in 0..args.repeat.max(1) {
-        let r = baseline::bare_decode(&path, PROMPT, args.tokens as usize, args.threads)?;
-        bare = bare.max(r.decode_tok_s);
-    }
     let mut rows = Vec::new();
     for &n in &args.streams {
+        let mut bare = 0.0f64;
         let mut best = (0.0f64, 0.0f64);
         for _ in 0..args.repeat.max(1) {
+            let b = if n == 1 {
+                baseline::bare_decode(&path, PROMPT, args.tokens as usize, args.threads)?
+                    .decode_tok_s
+            } else {
+                baseline::bare_batched_decode(
+                    &path,
+                    PROMPT,
+                    n as usize,
+                    args.tokens as usize,
+                    args.threads,
+                    false,
+                )?
+            };
+            bare = bare.max(b);
             let (decode, wall) = engine_run(&model, n, args.tokens)?;
             if decode > best.0 {
                 best = (decode, wall);
             }
         }
-        rows.push((n, best.0, best.1));
+        rows.push((n, bare, best.0, best.1));
     }
 
     println!(
-        "model: {} — {:.1}M parameters, {} threads",
+        "model: {} — {:.1}M parameters, {} threads, {} tokens per stream",
         info.name,
         info.n_params as f64 / 1e6,
-        args.threads.unwrap_or_else(crate::engine::default_threads)
+        args.threads.unwrap_or_else(crate::engine::default_threads),
+        args.tokens
     );
     println!("load: cold {cold_ms:.0} ms (page cache dropped), warm {warm_ms:.0} ms");
     println!();
-    println!(
-        "| run                          | decode tok/s | wall tok/s | vs bare loop | vs 1 stream |"
-    );
-    println!(
-        "|------------------------------|--------------|------------|--------------|-------------|"
-    );
-    println!(
-        "| bare llama-cpp-2 loop, 1     | {bare:12.1} | {:>10} | {:>12} | {:>11} |",
-        "-", "1.00x", "-"
-    );
+    println!("| streams | bare loop tok/s | engine tok/s | engine / bare | engine vs 1 stream | engine wall tok/s |");
+    println!("|---------|-----------------|--------------|---------------|--------------------|-------------------|");
     let one = rows
         .iter()
         .find(|r| r.0 == 1)
-        .map(|r| r.1)
-        .unwrap_or(rows[0].1);
-    for (n, decode, wall) in &rows {
-        let label = if *n == 1 {
-            "engine, 1 stream".to_string()
-        } else {
-            format!("engine, {n} streams (aggregate)")
-        };
+        .map(|r| r.2)
+        .unwrap_or(rows[0].2);
+    for (n, bare, decode, wall) in &rows {
         println!(
-            "| {label:<28} | {decode:12.1} | {wall:10.1} | {:>11.2}x | {:>10.2}x |",
+            "| {n:>7} | {bare:>15.1} | {decode:>12.1} | {:>12.3}x | {:>17.2}x | {wall:>17.1} |",
             decode / bare,
             decode / one
         );
     }
+    println!();
+    println!("tok/s: decode tokens per second after the first token, summed over streams;");
+    println!("wall: all tokens over the wall time from submission, prompts included.");
     println!();
     println!(
         "reproduce: cargo run --release -- bench --tokens {} --streams {}",

@@ -24,9 +24,10 @@ pub fn orchestra_home() -> PathBuf {
 pub fn init_logging(verbose: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if verbose {
-        "info,llama_cpp_2=warn"
+        "info,llama-cpp-2=warn"
     } else {
-        "warn,llama_cpp_2=error"
+        // llama.cpp's own log arrives under the `llama-cpp-2` target.
+        "warn,llama-cpp-2=error"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

@@ -25,6 +25,79 @@ pub struct BareRun {
     pub load_ms: f64,
 }
 
+/// Like [`bare_decode`] with `streams` sequences decoded together in one batch per
+/// step (each sequence gets the same prompt). Returns aggregate decode tokens/s.
+pub fn bare_batched_decode(
+    path: &Path,
+    prompt: &str,
+    streams: usize,
+    n_tokens: usize,
+    threads: Option<i32>,
+    unified: bool,
+) -> Result<f64, EngineError> {
+    let params = LlamaModelParams::default();
+    let model = LlamaModel::load_from_file(backend(), path, &params)
+        .map_err(|_| EngineError::LoadFailed(path.to_path_buf()))?;
+    let threads = threads.unwrap_or_else(default_threads);
+    let n_ctx = 1024 * streams as u32;
+    let cparams = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_seq_max(streams as u32)
+        .with_kv_unified(unified)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx =
+        model
+            .new_context(backend(), cparams)
+            .map_err(|_| EngineError::ContextFailed {
+                path: path.to_path_buf(),
+                n_ctx,
+            })?;
+    let decode_err = |e: llama_cpp_2::DecodeError| EngineError::Decode {
+        model: "baseline".into(),
+        reason: e.to_string(),
+    };
+    let tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
+    let mut batch = LlamaBatch::new(512, streams as i32);
+    let mut samplers: Vec<_> = (0..streams).map(|_| LlamaSampler::greedy()).collect();
+    let mut logits_at = vec![0i32; streams];
+    for s in 0..streams {
+        batch.clear();
+        let last = tokens.len() - 1;
+        for (i, t) in tokens.iter().enumerate() {
+            batch
+                .add(*t, i as i32, &[s as i32], i == last)
+                .expect("prompt fits");
+        }
+        ctx.decode(&mut batch).map_err(decode_err)?;
+        let tok = samplers[s].sample(&ctx, batch.n_tokens() - 1);
+        logits_at[s] = tok.0;
+    }
+    let mut pos = tokens.len() as i32;
+    let started = Instant::now();
+    for _ in 0..n_tokens {
+        batch.clear();
+        for s in 0..streams {
+            batch
+                .add(
+                    llama_cpp_2::token::LlamaToken(logits_at[s]),
+                    pos,
+                    &[s as i32],
+                    true,
+                )
+                .expect("one token per stream fits");
+        }
+        ctx.decode(&mut batch).map_err(decode_err)?;
+        for s in 0..streams {
+            logits_at[s] = samplers[s].sample(&ctx, s as i32).0;
+        }
+        pos += 1;
+    }
+    Ok((n_tokens * streams) as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Load `path`, decode `prompt`, then greedily generate `n_tokens` tokens (end-of-text
 /// ignored) with the plainest llama-cpp-2 loop.
 pub fn bare_decode(

@@ -71,7 +71,7 @@ pub struct ModelInfo {
     /// Tokens one request may use.
     pub context: u32,
     pub slots: u32,
-    /// KV cells of the whole context (shared by all slots).
+    /// KV cells of the whole context (`context` per slot).
     pub n_ctx: u32,
     pub batch: u32,
     pub embeddings: bool,
@@ -195,7 +195,10 @@ impl Model {
                     .with_n_seq_max(slots)
                     .with_n_threads(threads)
                     .with_n_threads_batch(threads)
-                    .with_kv_unified(true)
+                    // One KV stream per slot: attention then reads only the request's
+                    // own cells (a unified cache made every token attend over all
+                    // slots' cells, masked: twice the attention work at 8 streams).
+                    .with_kv_unified(false)
                     .with_embeddings(options.embeddings);
                 if options.embeddings {
                     cparams = cparams.with_n_ubatch(batch);

@@ -6,7 +6,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use indicatif::BinaryBytes;
 
 use super::cache::{self, CachedModel};
@@ -133,8 +133,8 @@ pub async fn run_models(args: ModelsArgs) -> anyhow::Result<()> {
     if let Some(ModelsCommand::Rm { refs }) = &args.command {
         return remove_models(refs, &cfg);
     }
-    let rows = tokio::task::spawn_blocking(move || model_rows(&args, &cfg)).await??;
-    print!("{rows}");
+    let report = tokio::task::spawn_blocking(move || models_report(&args, &cfg)).await??;
+    print!("{report}");
     Ok(())
 }
 
@@ -271,6 +271,17 @@ pub fn expand_args(args: &[String]) -> anyhow::Result<Vec<ModelRef>> {
     for arg in args {
         let found: Vec<ModelRef> = if arg.to_ascii_lowercase().ends_with(".lua") {
             let models = scan::score_models(Path::new(arg))?;
+            for m in &models {
+                if let ModelRef::Local(path) = &m.reference
+                    && !path.exists()
+                {
+                    eprintln!(
+                        "score `{arg}` line {}: local model `{}` does not exist",
+                        m.line,
+                        path.display()
+                    );
+                }
+            }
             let hub: Vec<ModelRef> = models
                 .into_iter()
                 .map(|m| m.reference)
@@ -327,7 +338,10 @@ struct Row {
     note: Option<String>,
 }
 
-fn model_rows(args: &ModelsArgs, cfg: &HubConfig) -> anyhow::Result<String> {
+/// The text `orchestra models` prints: a table of the GGUF models in the cache at
+/// `cfg.cache_dir`, in `./models` and in `args.dirs`, with the scores (`./scores/*.lua`
+/// and `args.scores`) that use them. Blocking: reads headers and scores.
+pub fn models_report(args: &ModelsArgs, cfg: &HubConfig) -> anyhow::Result<String> {
     let cached = cache::list_cached(cfg);
     let mut rows: Vec<Row> = cached
         .iter()
@@ -391,10 +405,20 @@ fn model_rows(args: &ModelsArgs, cfg: &HubConfig) -> anyhow::Result<String> {
         .unwrap_or_default();
     scores.sort();
     scores.extend(args.scores.iter().cloned());
+    let found_scores = scores.len() - args.scores.len();
     let mut uses: Vec<(String, Vec<ModelRef>)> = Vec::new();
-    for score in &scores {
-        let models = scan::score_models(score)
-            .with_context(|| format!("reading score `{}`", score.display()))?;
+    let mut notes = String::new();
+    for (i, score) in scores.iter().enumerate() {
+        let models = match scan::score_models(score) {
+            Ok(models) => models,
+            // A broken score in ./scores must not hide the list; one asked for by name
+            // is an error.
+            Err(e) if i < found_scores => {
+                notes.push_str(&format!("note: {e}\n"));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let name = score
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -408,6 +432,7 @@ fn model_rows(args: &ModelsArgs, cfg: &HubConfig) -> anyhow::Result<String> {
             "no GGUF models in the cache at {} or in ./models\nfind some with `orchestra search QUERY`, then `orchestra pull hf:ORG/REPO:QUANT`\n",
             cfg.cache_dir.display()
         ));
+        out.push_str(&notes);
         return Ok(out);
     }
     let mut table = Table::new(["MODEL", "ARCH", "PARAMS", "QUANT", "SIZE", "USED BY"]);
@@ -454,6 +479,7 @@ fn model_rows(args: &ModelsArgs, cfg: &HubConfig) -> anyhow::Result<String> {
         BinaryBytes(total),
         cfg.cache_dir.display()
     ));
+    out.push_str(&notes);
     Ok(out)
 }
 

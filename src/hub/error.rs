@@ -183,6 +183,30 @@ pub enum HubError {
         endpoint: String,
     },
 
+    /// `HF_ENDPOINT` cannot be used.
+    #[error(
+        "HF_ENDPOINT `{endpoint}` cannot be used ({detail}): set it to a URL like https://huggingface.co, or unset it"
+    )]
+    Endpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// Why.
+        detail: String,
+    },
+
+    /// A Hub search failed.
+    #[error(
+        "searching {endpoint} for `{query}` failed ({detail}): check the network and HF_ENDPOINT"
+    )]
+    SearchFailed {
+        /// The endpoint.
+        endpoint: String,
+        /// The query.
+        query: String,
+        /// What the client or server said.
+        detail: String,
+    },
+
     /// `HF_HUB_OFFLINE` is set and the command needs the network.
     #[error("HF_HUB_OFFLINE is set and `{what}` needs the network: unset HF_HUB_OFFLINE to run it")]
     Offline {

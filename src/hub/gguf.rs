@@ -90,7 +90,8 @@ mod tests {
 
     #[test]
     fn header_gives_architecture_parameters_and_quantisation() {
-        let path = std::env::temp_dir().join(format!("orchestra-hub-gguf-{}.gguf", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("orchestra-hub-gguf-{}.gguf", std::process::id()));
         let spec = crate::synth::tiny_spec();
         crate::synth::write_model(&spec, &path).unwrap();
         let s = summarize(std::slice::from_ref(&path)).unwrap();

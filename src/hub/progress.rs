@@ -68,6 +68,13 @@ pub enum ProgressEvent {
     /// Something the user should know that is no failure, e.g. that the Hub could not be
     /// reached and the cached copy is used.
     Note(String),
+    /// The download failed; the pull's error says why and what to do.
+    Failed {
+        /// `org/repo/path`.
+        file: String,
+        /// The error.
+        reason: String,
+    },
     /// The file is downloaded and verified.
     Finished {
         /// `org/repo/path`.
@@ -144,6 +151,8 @@ struct Bars {
 #[derive(Default)]
 struct BarState {
     total: Option<ProgressBar>,
+    /// Files announced by every plan so far.
+    planned: usize,
     files: HashMap<String, (ProgressBar, u64)>,
 }
 
@@ -194,7 +203,8 @@ impl ProgressSink for Bars {
                             bar
                         }
                     };
-                    total.set_prefix(format!("total ({} files)", files));
+                    state.planned += files;
+                    total.set_prefix(format!("total ({} files)", state.planned));
                     total.enable_steady_tick(Duration::from_millis(250));
                     state.total = Some(total);
                 }
@@ -241,6 +251,14 @@ impl ProgressSink for Bars {
             ProgressEvent::Verifying { file } => {
                 if let Some((bar, _)) = state.files.get(file) {
                     bar.set_message("verifying sha256");
+                }
+            }
+            ProgressEvent::Failed { file, .. } => {
+                if let Some((bar, _)) = state.files.get(file) {
+                    bar.abandon_with_message("failed");
+                }
+                if let Some(total) = &state.total {
+                    total.abandon();
                 }
             }
             ProgressEvent::Finished { file, .. } => {

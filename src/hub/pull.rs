@@ -25,6 +25,9 @@ use super::select::{self, Candidate};
 /// A download stalls when no byte arrives for this long; it is then resumed.
 const STALL: Duration = Duration::from_secs(60);
 
+/// Bytes between two progress reports of one file (network chunks are ~16 KiB).
+const REPORT_EVERY: u64 = 128 * 1024;
+
 /// One file to have in the cache.
 #[derive(Debug, Clone)]
 struct Job {
@@ -110,29 +113,23 @@ pub async fn pull_each(
     progress: Progress,
 ) -> Vec<Result<PathBuf, HubError>> {
     let needs_network = !cfg.offline && refs.iter().any(ModelRef::is_hub);
-    let remote = if needs_network {
-        match Remote::new(cfg) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                let text = e.to_string();
-                return refs
-                    .iter()
-                    .map(|_| {
-                        Err(HubError::Hub {
-                            repo: String::new(),
-                            endpoint: cfg.endpoint.clone(),
-                            detail: text.clone(),
-                        })
-                    })
-                    .collect();
-            }
-        }
-    } else {
-        None
+    let (remote, endpoint_error) = match needs_network.then(|| Remote::new(cfg)) {
+        Some(Ok(r)) => (Some(r), None),
+        Some(Err(HubError::Endpoint { detail, .. })) => (None, Some(detail)),
+        Some(Err(other)) => (None, Some(other.to_string())),
+        None => (None, None),
     };
 
     let prepared: Vec<Result<Prepared, HubError>> = futures::stream::iter(refs)
-        .map(|r| prepare(remote.as_ref(), cfg, r, &progress))
+        .map(|r| async {
+            match &endpoint_error {
+                Some(detail) if r.is_hub() => Err(HubError::Endpoint {
+                    endpoint: cfg.endpoint.clone(),
+                    detail: detail.clone(),
+                }),
+                _ => prepare(remote.as_ref(), cfg, r, &progress).await,
+            }
+        })
         .buffered(4)
         .collect()
         .await;
@@ -181,6 +178,12 @@ pub async fn pull_each(
             futures::stream::iter(downloads)
                 .map(|job| async {
                     let result = download(remote, cfg, &job, &progress).await;
+                    if let Err(e) = &result {
+                        progress.emit(ProgressEvent::Failed {
+                            file: job.label(),
+                            reason: e.to_string(),
+                        });
+                    }
                     (job, result)
                 })
                 .buffer_unordered(cfg.parallel_downloads.max(1))
@@ -262,14 +265,13 @@ async fn prepare(
     let Some(remote) = remote else {
         return offline(cfg, reference).await.map(Prepared::Ready);
     };
-    let revision = revision.as_deref().unwrap_or("main");
     match plan(
         remote,
         reference,
         repo,
         file.as_deref(),
         quant.as_deref(),
-        revision,
+        revision.as_deref(),
     )
     .await
     {
@@ -311,7 +313,7 @@ async fn plan(
     repo: &str,
     file: Option<&str>,
     quant: Option<&str>,
-    revision: &str,
+    revision: Option<&str>,
 ) -> Result<Plan, HubError> {
     let listing = remote.listing(repo, revision).await?;
     let candidate = match file {
@@ -356,7 +358,7 @@ async fn plan(
         .collect();
     Ok(Plan {
         repo: repo.into(),
-        revision: revision.into(),
+        revision: revision.unwrap_or("main").into(),
         commit: listing.commit,
         jobs,
     })
@@ -576,6 +578,7 @@ async fn fetch_into(
     let io_err = |e| Fetch::Fatal(HubError::io(incomplete, e));
     let mut out = options.open(incomplete).await.map_err(io_err)?;
     let label = job.label();
+    let mut reported = *done;
     let mut result = Ok(());
     loop {
         let chunk = match tokio::time::timeout(STALL, stream.next()).await {
@@ -597,11 +600,14 @@ async fn fetch_into(
             // More than announced; verification rejects it.
             break;
         }
-        progress.emit(ProgressEvent::Advanced {
-            file: label.clone(),
-            done: *done,
-            size: job.size,
-        });
+        if *done - reported >= REPORT_EVERY || *done == job.size {
+            reported = *done;
+            progress.emit(ProgressEvent::Advanced {
+                file: label.clone(),
+                done: *done,
+                size: job.size,
+            });
+        }
     }
     out.flush().await.map_err(io_err)?;
     if result.is_ok() && *done < job.size {

@@ -54,22 +54,18 @@ impl Remote {
         if let Some(token) = &cfg.token {
             builder = builder.token(token.clone());
         }
-        let hf = builder.build().map_err(|e| HubError::Hub {
-            repo: String::new(),
+        let endpoint_error = |detail: String| HubError::Endpoint {
             endpoint: cfg.endpoint.clone(),
-            detail: format!("{e}: check HF_ENDPOINT"),
-        })?;
+            detail,
+        };
+        let hf = builder.build().map_err(|e| endpoint_error(e.to_string()))?;
         let head = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| HubError::Hub {
-                repo: String::new(),
-                endpoint: cfg.endpoint.clone(),
-                detail: chain(&e),
-            })?;
+            .map_err(|e| endpoint_error(chain(&e)))?;
         Ok(Remote {
             cfg: cfg.clone(),
             hf,
@@ -82,15 +78,15 @@ impl Remote {
         self.hf.model(owner, name)
     }
 
-    /// The commit a revision points at and the repo's files.
-    pub async fn listing(&self, repo: &str, revision: &str) -> Result<Listing, HubError> {
+    /// The commit a revision (default: the main branch) points at and the repo's files.
+    pub async fn listing(&self, repo: &str, revision: Option<&str>) -> Result<Listing, HubError> {
         let info = self
             .model(repo)
             .info()
-            .revision(revision.to_string())
+            .maybe_revision(revision.map(str::to_string))
             .send()
             .await
-            .map_err(|e| self.map_hf(e, repo, None, Some(revision)))?;
+            .map_err(|e| self.map_hf(e, repo, None, revision))?;
         let commit = info.sha.ok_or_else(|| HubError::Hub {
             repo: repo.into(),
             endpoint: self.cfg.endpoint.clone(),
@@ -185,7 +181,7 @@ impl Remote {
                 Err(e) => e.is_connect() || e.is_timeout(),
             };
             if !transient || attempt >= self.cfg.retries {
-                return result.map_err(|e| self.unreachable(repo, chain(&e)));
+                return result.map_err(|e| self.unreachable(repo, root_cause(&e)));
             }
             attempt += 1;
             tokio::time::sleep(backoff(attempt)).await;
@@ -214,6 +210,11 @@ impl Remote {
 
     /// GGUF repos matching `query`, most downloaded first, with their file lists.
     pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<ModelInfo>, HubError> {
+        let failed = |e: HFError| HubError::SearchFailed {
+            endpoint: self.cfg.endpoint.clone(),
+            query: query.into(),
+            detail: hf_chain(&e),
+        };
         let stream = self
             .hf
             .list_models()
@@ -223,11 +224,11 @@ impl Remote {
             .full(true)
             .limit(limit)
             .send()
-            .map_err(|e| self.map_hf(e, query, None, None))?;
+            .map_err(failed)?;
         futures::pin_mut!(stream);
         let mut out = Vec::new();
         while let Some(item) = stream.next().await {
-            out.push(item.map_err(|e| self.map_hf(e, query, None, None))?);
+            out.push(item.map_err(failed)?);
         }
         Ok(out)
     }
@@ -278,6 +279,27 @@ impl Remote {
                 repo: repo.into(),
                 endpoint: self.cfg.endpoint.clone(),
             },
+            // hf-hub names a 404 after what it asked for; the Hub's X-Error-Code says
+            // what is really missing (a repo, when a revision of it was asked for).
+            HFError::RepoNotFound {
+                context: Some(context),
+                ..
+            }
+            | HFError::RevisionNotFound {
+                context: Some(context),
+                ..
+            }
+            | HFError::EntryNotFound {
+                context: Some(context),
+                ..
+            } if context.error_code.is_some() => self.refusal(
+                context.status.as_u16(),
+                context.error_code.as_deref(),
+                context.server_message.clone(),
+                repo,
+                file,
+                revision,
+            ),
             HFError::RepoNotFound { .. } => self.not_found(repo),
             HFError::RevisionNotFound { revision: r, .. } => HubError::RevisionNotFound {
                 repo: repo.into(),
@@ -288,7 +310,7 @@ impl Remote {
                 file: file.map(str::to_string).unwrap_or(path),
                 available: format!("the repo page {} lists its files", self.cfg.repo_url(repo)),
             },
-            HFError::Request { source, .. } => self.unreachable(repo, chain(&source)),
+            HFError::Request { source, .. } => self.unreachable(repo, root_cause(&source)),
             other => self.hub_error(repo, other.to_string()),
         }
     }
@@ -409,10 +431,20 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The innermost cause of an error ("Connection refused (os error 111)"): what the user
+/// can act on, without the client's layers.
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
 /// The transport-level cause of an `hf-hub` error, for a dropped download.
 pub(crate) fn hf_chain(err: &HFError) -> String {
     match err {
-        HFError::Request { source, .. } => chain(source),
+        HFError::Request { source, .. } => root_cause(source),
         other => match other.source() {
             Some(s) => format!("{other}: {s}"),
             None => other.to_string(),

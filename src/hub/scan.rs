@@ -12,8 +12,7 @@ use super::reference::ModelRef;
 pub struct ScoreModel {
     /// 1-based line of the literal.
     pub line: usize,
-    /// The parsed reference; local paths are relative to the score's folder when they
-    /// exist there, else kept as written.
+    /// The parsed reference; relative local paths are joined to the score's folder.
     pub reference: ModelRef,
 }
 
@@ -36,14 +35,9 @@ pub fn score_models(path: &Path) -> Result<Vec<ScoreModel>, ScanError> {
             })?
         } else if text.to_ascii_lowercase().ends_with(".gguf") && !text.contains('\n') {
             match ModelRef::parse(text) {
-                Ok(ModelRef::Local(p)) => {
-                    let beside = base.join(&p);
-                    ModelRef::Local(if p.is_relative() && beside.exists() {
-                        beside
-                    } else {
-                        p
-                    })
-                }
+                // Relative paths start at the score's folder, as `score/` resolves them.
+                Ok(ModelRef::Local(p)) if p.is_relative() => ModelRef::Local(base.join(p)),
+                Ok(local @ ModelRef::Local(_)) => local,
                 _ => continue,
             }
         } else {
@@ -234,7 +228,7 @@ band:add("local", { model = "models/tiny.gguf" })
         let models = score_models(&score).unwrap();
         assert_eq!(models.len(), 2, "duplicates are dropped: {models:?}");
         assert_eq!(models[0].reference.to_string(), "hf:o/r:Q8_0");
-        assert_eq!(models[1].reference, ModelRef::Local("x.gguf".into()));
+        assert_eq!(models[1].reference, ModelRef::Local(dir.join("x.gguf")));
         std::fs::write(&score, "\n\nm = 'hf:nope'\n").unwrap();
         let err = score_models(&score).unwrap_err().to_string();
         assert!(err.contains("line 3"), "{err}");

@@ -47,7 +47,9 @@ struct Active {
 #[derive(Debug)]
 pub(crate) enum Stop {
     /// The CPU budget ran out; where the Lua code was at that moment.
-    Cpu { location: Option<String> },
+    Cpu {
+        location: Option<String>,
+    },
     Lua(mlua::Error),
 }
 
@@ -147,11 +149,6 @@ pub(crate) struct Metered<F> {
 }
 
 impl<F> Metered<F> {
-    /// Lua CPU time used so far.
-    pub(crate) fn spent(&self) -> Duration {
-        self.spent
-    }
-
     /// Drops the coroutine with the budget marked as spent, so that Lua code run while
     /// it closes (`<close>` variables) cannot loop forever either.
     fn stop_inner(&mut self) {
@@ -207,11 +204,22 @@ where
             let _ = this.meter.install(&this.lua);
         }
         match res {
+            // Once tripped the call fails even if it finished: the hook may have cut a
+            // nested coroutine short, so its result cannot be trusted.
+            _ if act.tripped => {
+                this.stop_inner();
+                Poll::Ready((
+                    Err(Stop::Cpu {
+                        location: act.location,
+                    }),
+                    this.spent,
+                ))
+            }
             Poll::Ready(Ok(v)) => {
                 this.inner = None;
                 Poll::Ready((Ok(v), this.spent))
             }
-            _ if act.tripped || this.spent > this.limit => {
+            Poll::Pending if this.spent > this.limit => {
                 this.stop_inner();
                 Poll::Ready((
                     Err(Stop::Cpu {

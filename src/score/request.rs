@@ -125,7 +125,10 @@ pub(crate) fn to_lua(
         if let Some(sink) = &sink {
             let _ = sink.send(text.clone());
         }
-        w.0.lock().unwrap().get_or_insert_with(String::new).push_str(&text);
+        w.0.lock()
+            .unwrap()
+            .get_or_insert_with(String::new)
+            .push_str(&text);
         Ok(())
     })?;
     let methods = lua.create_table()?;

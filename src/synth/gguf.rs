@@ -371,7 +371,7 @@ impl GgmlType {
     pub fn tensor_bytes(self, dims: &[u64]) -> Option<u64> {
         let (block, bytes) = (self.block_size()?, self.block_bytes()?);
         let ne0 = *dims.first()?;
-        if ne0 % block != 0 {
+        if !ne0.is_multiple_of(block) {
             return None;
         }
         let rows = dims[1..]
@@ -602,7 +602,7 @@ impl<'a> GgufWriter<'a> {
         if dims.contains(&0) {
             return Err(bad(format!("dims {dims:?} contain a zero")));
         }
-        if dims[0] % ty.block_size() as u64 != 0 {
+        if !dims[0].is_multiple_of(ty.block_size() as u64) {
             return Err(bad(format!(
                 "its row length {} is not a multiple of {}, the {ty} block size; pick a multiple or write it as f32",
                 dims[0],

@@ -115,26 +115,26 @@ impl LlamaSpec {
                 "`n_layer`, `n_head`, `n_head_kv` and `n_ctx_train` must be at least 1".into(),
             );
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "`n_embd` {} is not a multiple of `n_head` {}",
                 self.n_embd, self.n_head
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(format!(
                 "head size {} is odd; rope needs an even head size",
                 self.head_dim()
             ));
         }
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!(
                 "`n_head` {} is not a multiple of `n_head_kv` {}",
                 self.n_head, self.n_head_kv
             ));
         }
         for (what, n) in [("n_embd", self.n_embd), ("n_ff", self.n_ff)] {
-            if n == 0 || n % block != 0 {
+            if n == 0 || !n.is_multiple_of(block) {
                 return bad(format!(
                     "`{what}` {n} is not a positive multiple of {block}, the {} block size",
                     self.dtype

@@ -200,9 +200,15 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<GgufHeader, GgufError> {
     let mut magic = [0u8; 4];
     let got = r.read_up_to(&mut magic)?;
     if got < 4 || magic != GGUF_MAGIC {
+        // A few more bytes make the culprit recognisable (`<!DOCTYPE html>` from a
+        // failed download, `PK` from a zip).
+        let mut start = magic[..got].to_vec();
+        let mut more = [0u8; 12];
+        let extra = r.read_up_to(&mut more)?;
+        start.extend_from_slice(&more[..extra]);
         return Err(GgufError::NotGguf {
             path: path.to_path_buf(),
-            start: describe_start(&magic[..got]),
+            start: describe_start(&start),
         });
     }
     let version = r.u32()?;
@@ -597,15 +603,18 @@ mod tests {
     fn non_gguf_file_says_what_it_starts_with() {
         let dir = TempDir::new("read-not-gguf");
         let path = dir.path().join("model.gguf");
-        std::fs::write(&path, b"PK\x03\x04 zip data").unwrap();
+        std::fs::write(&path, b"PK\x03\x04zip").unwrap();
         let err = read_header(&path).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
-                "`{}` is not a GGUF file (it starts with \"PK\\x03\\x04\"); expected a .gguf model",
+                "`{}` is not a GGUF file (it starts with \"PK\\x03\\x04zip\"); expected a .gguf model",
                 path.display()
             )
         );
+        std::fs::write(&path, b"<!DOCTYPE html><html><body>Not found</body></html>").unwrap();
+        let err = read_header(&path).unwrap_err();
+        assert!(err.to_string().contains("\"<!DOCTYPE html><\")"), "{err}");
         std::fs::write(&path, b"").unwrap();
         let err = read_header(&path).unwrap_err();
         assert!(err.to_string().contains("the file is empty"), "{err}");

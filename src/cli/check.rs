@@ -1,0 +1,56 @@
+//! `orchestra check SCORE...`: validates scores without running a model — syntax, the
+//! returned table, every model resolvable, section names, footprints within the band's
+//! memory — and prints what each declares.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::play::LimitArgs;
+use crate::score::{ScoreSource, check_blocking};
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The scores to check.
+    #[arg(required = true)]
+    pub scores: Vec<PathBuf>,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let mut failed = 0;
+    let mut reports = Vec::new();
+    for score in &args.scores {
+        match check_blocking(ScoreSource::file(score), args.limits.options()) {
+            Ok(report) => {
+                if args.json {
+                    reports.push(serde_json::to_value(&report)?);
+                } else {
+                    print!("{report}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    reports.push(serde_json::json!({
+                        "score": score.display().to_string(),
+                        "error": e.to_string(),
+                    }));
+                } else {
+                    eprintln!("score `{}` is invalid:\n{e}", score.display());
+                }
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    match failed {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} of {} scores are invalid", args.scores.len()),
+    }
+}

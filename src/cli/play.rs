@@ -1,0 +1,191 @@
+//! `orchestra play SCORE "prompt"`: one request through a score, the answer streamed
+//! to stdout; `--watch` keeps the score live and replays the request on every save.
+//! Also the score-running half of `orchestra rehearse` ([`rehearse`]).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::events::EventKind;
+use crate::score::{
+    Conductor, Request, Sandbox, ScoreOptions, ScoreSource, describe_reload, parse_duration,
+};
+use crate::stage::parse_bytes;
+
+/// The limits and sandbox flags every command that runs a score takes.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Trust this score: the full Lua standard library (programs, any file, native
+    /// modules). Shared scores run without it.
+    #[arg(long)]
+    pub allow_unsafe: bool,
+    /// Memory the score's Lua VM may use (models are not counted).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub memory_limit: u64,
+    /// Lua CPU time one request may use before it is stopped as a runaway; time
+    /// waiting for models does not count.
+    #[arg(long, default_value = "5s", value_parser = parse_time)]
+    pub cpu_limit: Duration,
+    /// Wall-clock limit of one request, waiting for models included (default: none).
+    #[arg(long, value_parser = parse_time)]
+    pub timeout: Option<Duration>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    parse_bytes(s).ok_or_else(|| format!("`{s}` is not a size: write it like 256MiB or 1GiB"))
+}
+
+fn parse_time(s: &str) -> Result<Duration, String> {
+    parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration: write it like 5s, 500ms or 2m"))
+}
+
+impl LimitArgs {
+    /// Score options from the flags.
+    pub fn options(&self) -> ScoreOptions {
+        ScoreOptions::default()
+            .with_sandbox(if self.allow_unsafe {
+                Sandbox::Trusted
+            } else {
+                Sandbox::Shared
+            })
+            .with_memory_limit(self.memory_limit as usize)
+            .with_cpu_limit(self.cpu_limit)
+            .with_request_timeout(self.timeout)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlayArgs {
+    /// The score: a Lua file that returns `{ perform = function(req) ... end }`.
+    pub score: PathBuf,
+    /// The request (the user's message).
+    pub prompt: String,
+    /// Keep running: reload the score whenever it (or a file it requires) is saved, and
+    /// play the request again. Ctrl-C stops.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the answer as JSON (text, returned data, version, timings).
+    #[arg(long)]
+    pub json: bool,
+    /// Show the events of the request (routing, generations, what the score emits) on
+    /// stderr.
+    #[arg(long)]
+    pub events: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Plays one request: streamed text to stdout, events to stderr when asked.
+async fn play_once(conductor: &Conductor, prompt: &str, json: bool, events: bool) -> anyhow::Result<()> {
+    let mut bus = conductor.events().subscribe();
+    let show_events = events.then(|| {
+        tokio::spawn(async move {
+            while let Ok(e) = bus.recv().await {
+                let line = match &e.kind {
+                    EventKind::Custom { name, data } => format!("[{name}] {data}"),
+                    EventKind::GenerationStarted { model, .. } => format!("[{model} starts]"),
+                    EventKind::GenerationFinished {
+                        model, tokens, tok_s, ..
+                    } => format!("[{model} done: {tokens} tokens, {tok_s:.0} tok/s]"),
+                    EventKind::ModelLoaded {
+                        model, load_ms, ..
+                    } => format!("[{model} loaded in {load_ms:.0} ms]"),
+                    other => format!("[{other:?}]"),
+                };
+                eprintln!("{line}");
+            }
+        })
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let printer = tokio::spawn(async move {
+        let mut streamed = false;
+        while let Some(piece) = rx.recv().await {
+            if !json {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            }
+            streamed = true;
+        }
+        streamed
+    });
+    let result = conductor
+        .perform_streaming(Request::prompt(prompt), tx)
+        .await;
+    let streamed = printer.await.unwrap_or(false);
+    if let Some(h) = show_events {
+        // Let the last events print, then stop listening.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        h.abort();
+    }
+    let answer = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if streamed {
+        println!();
+    } else {
+        println!("{}", answer.text);
+    }
+    Ok(())
+}
+
+pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
+    let conductor = Conductor::start(ScoreSource::file(&args.score), args.limits.options())
+        .await
+        .with_context(|| format!("loading score `{}`", args.score.display()))?;
+    let first = play_once(&conductor, &args.prompt, args.json, args.events).await;
+    if !args.watch {
+        return first;
+    }
+    if let Err(e) = first {
+        eprintln!("error: {e:#}");
+    }
+    conductor.watch().await?;
+    eprintln!(
+        "[watching `{}` and the files it requires; Ctrl-C stops]",
+        args.score.display()
+    );
+    let mut reloads = conductor.reloads();
+    loop {
+        tokio::select! {
+            ev = reloads.recv() => {
+                let Ok(ev) = ev else { return Ok(()) };
+                eprintln!("{}", describe_reload(&ev));
+                if ev.ok && let Err(e) = play_once(&conductor, &args.prompt, args.json, args.events).await {
+                    eprintln!("error: {e:#}");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// `orchestra rehearse`: plays the embedded `scores/rehearsal.lua` on the rehearsal
+/// band (written to `dir`, default the orchestra cache, when missing).
+pub async fn rehearse(prompt: &str, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| super::orchestra_home().join("rehearsal"));
+    let options = ScoreOptions::default().with_rehearsal_dir(dir);
+    let conductor = Conductor::start(ScoreSource::rehearsal(), options).await?;
+    let mut bus = conductor.events().subscribe();
+    let routed = tokio::spawn(async move {
+        while let Ok(e) = bus.recv().await {
+            if let EventKind::Custom { name, data } = &e.kind
+                && name == "routed"
+            {
+                eprintln!(
+                    "[{} solos, section {}]",
+                    data["soloist"].as_str().unwrap_or("?"),
+                    data["section"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    });
+    println!("request: {prompt}");
+    let result = play_once(&conductor, prompt, false, false).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    routed.abort();
+    result
+}

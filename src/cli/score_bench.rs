@@ -1,0 +1,64 @@
+//! `orchestra bench-score`: what the Lua runtime costs, against calling the engine from
+//! Rust in the same run — per-request overhead, a per-token Lua callback's share of
+//! decode throughput, and reload latency from a file write to the new score answering.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::score::bench::{self, BenchOptions};
+
+#[derive(Debug, Clone, Args)]
+pub struct ScoreBenchArgs {
+    /// Requests per overhead measurement.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Tokens generated in the per-token callback measurement.
+    #[arg(long, default_value_t = 256)]
+    pub tokens: u32,
+    /// Reloads measured.
+    #[arg(long, default_value_t = 10)]
+    pub reloads: usize,
+    /// Repetitions of the throughput runs (the best is kept).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Benchmark this GGUF instead of the rehearsal band's `coltrane`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// CPU threads for llama.cpp (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Print the measurements as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: ScoreBenchArgs) -> anyhow::Result<()> {
+    let opts = BenchOptions {
+        model: args.model.clone(),
+        requests: args.requests,
+        stream_tokens: args.tokens,
+        reloads: args.reloads,
+        repeat: args.repeat,
+        threads: args.threads,
+        rehearsal_dir: super::orchestra_home().join("rehearsal"),
+        ..BenchOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(bench::run(&opts))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+        println!();
+        println!(
+            "reproduce: cargo run --release -- bench-score --requests {} --tokens {} --reloads {}",
+            args.requests, args.tokens, args.reloads
+        );
+    }
+    Ok(())
+}

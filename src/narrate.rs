@@ -1,0 +1,225 @@
+//! Narration: turns events into short spoken-style lines ("Mingus is reviewing
+//! Coltrane's solo") for the terminal and for a text-to-speech command. It only reads
+//! the event bus; arrangements report what they do with `orchestra.emit(name, data)`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::events::{Event, EventKind};
+
+/// "coltrane" -> "Coltrane".
+pub fn stage_name(name: &str) -> String {
+    let mut c = name.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// "Monk", "Monk and Ella", "Monk, Ella and Mingus".
+pub fn list(names: &[String]) -> String {
+    let names: Vec<String> = names.iter().map(|n| stage_name(n)).collect();
+    match names.len() {
+        0 => "nobody".into(),
+        1 => names[0].clone(),
+        n => format!("{} and {}", names[..n - 1].join(", "), names[n - 1]),
+    }
+}
+
+fn s(data: &Value, key: &str) -> String {
+    data.get(key)
+        .and_then(Value::as_str)
+        .map(stage_name)
+        .unwrap_or_else(|| "someone".into())
+}
+
+fn names(data: &Value, key: &str) -> Vec<String> {
+    data.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn possessive(name: &str) -> String {
+    if name.ends_with('s') {
+        format!("{name}'")
+    } else {
+        format!("{name}'s")
+    }
+}
+
+/// The spoken line for an event, if it deserves one.
+pub fn line(event: &Event) -> Option<String> {
+    match &event.kind {
+        EventKind::ModelLoading { model, .. } => {
+            Some(format!("{} is walking on stage.", stage_name(model)))
+        }
+        EventKind::ModelEvicted { model, .. } => {
+            Some(format!("{} leaves the stage.", stage_name(model)))
+        }
+        EventKind::ModelLoadFailed { model, .. } => {
+            Some(format!("{} could not make it tonight.", stage_name(model)))
+        }
+        EventKind::Custom { name, data } => custom_line(name, data),
+        _ => None,
+    }
+}
+
+fn custom_line(name: &str, d: &Value) -> Option<String> {
+    Some(match name {
+        "routed" => format!(
+            "This one is for the {} section.",
+            d.get("section").and_then(Value::as_str).unwrap_or("main")
+        ),
+        "solo" => format!("{} is taking a solo.", s(d, "player")),
+        "comp" => {
+            let players = names(d, "players");
+            let verb = if players.len() == 1 { "is" } else { "are" };
+            format!("{} {verb} comping.", list(&players))
+        }
+        "review" => format!(
+            "{} is reviewing {} solo.",
+            s(d, "reviewer"),
+            possessive(&s(d, "author"))
+        ),
+        "verdict" => {
+            let who = s(d, "reviewer");
+            match d.get("verdict").and_then(Value::as_str) {
+                Some("approve") => format!("{who} approves."),
+                _ => format!("{who} wants another take."),
+            }
+        }
+        "revise" => format!("{} plays it again.", s(d, "player")),
+        "jam" => format!("Jam session: {} all play.", list(&names(d, "players"))),
+        "merge" => format!("{} brings it all together.", s(d, "leader")),
+        "escalate" => format!("{} hands it over to {}.", s(d, "from"), s(d, "to")),
+        "fallback" => format!("{} dropped out; {} steps in.", s(d, "from"), s(d, "to")),
+        "say" => d.get("text").and_then(Value::as_str)?.to_owned(),
+        _ => return None,
+    })
+}
+
+/// Speaks lines through a text-to-speech command. With `{}` in the command the line
+/// replaces it (as one shell-quoted word); otherwise the line goes to its stdin
+/// (`espeak-ng --stdin`, `piper ...`).
+#[derive(Debug, Clone)]
+pub struct Speaker {
+    command: String,
+}
+
+impl Speaker {
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+        }
+    }
+
+    /// Speak one line and wait until the command has taken it.
+    pub fn say(&self, line: &str) -> std::io::Result<()> {
+        let (cmd, stdin_line) = if self.command.contains("{}") {
+            (self.command.replace("{}", &shell_quote(line)), None)
+        } else {
+            (self.command.clone(), Some(line))
+        };
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        if let Some(text) = stdin_line
+            && let Some(mut stdin) = child.stdin.take()
+        {
+            let _ = writeln!(stdin, "{text}");
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!(
+                "`{}` exited with {status}",
+                self.command
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn custom(name: &str, data: Value) -> Event {
+        Event {
+            at_ms: 0.0,
+            kind: EventKind::Custom {
+                name: name.into(),
+                data,
+            },
+        }
+    }
+
+    #[test]
+    fn arrangement_events_read_as_short_spoken_lines() {
+        let cases = [
+            (
+                custom("solo", json!({"player": "coltrane"})),
+                "Coltrane is taking a solo.",
+            ),
+            (
+                custom("comp", json!({"players": ["monk", "ella"]})),
+                "Monk and Ella are comping.",
+            ),
+            (
+                custom(
+                    "review",
+                    json!({"reviewer": "mingus", "author": "coltrane"}),
+                ),
+                "Mingus is reviewing Coltrane's solo.",
+            ),
+            (
+                custom(
+                    "verdict",
+                    json!({"reviewer": "mingus", "verdict": "revise"}),
+                ),
+                "Mingus wants another take.",
+            ),
+            (
+                custom("jam", json!({"players": ["monk", "ella", "coltrane"]})),
+                "Jam session: Monk, Ella and Coltrane all play.",
+            ),
+            (
+                custom("escalate", json!({"from": "ella", "to": "monk"})),
+                "Ella hands it over to Monk.",
+            ),
+        ];
+        for (event, want) in cases {
+            assert_eq!(line(&event).as_deref(), Some(want));
+        }
+        assert_eq!(line(&custom("something-else", json!({}))), None);
+    }
+
+    #[test]
+    fn a_speaker_pipes_lines_to_the_command() {
+        let dir = std::env::temp_dir().join(format!("orchestra-say-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("spoken.txt");
+        let stdin = Speaker::new(format!("cat >> {}", out.display()));
+        stdin.say("Monk is comping.").unwrap();
+        let arg = Speaker::new(format!("echo {{}} >> {}", out.display()));
+        arg.say("It's Ella's turn.").unwrap();
+        let spoken = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(spoken, "Monk is comping.\nIt's Ella's turn.\n");
+        assert!(Speaker::new("exit 3").say("x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,684 @@
+//! `Band`: the instruments of a score on one memory-budgeted stage, and the ways a
+//! score picks players: `lead`, `section`, `others`, `reviewer`, `together`.
+//!
+//! ```lua
+//! local band = orchestra.band { memory = "12GiB", idle_unload = "10m" }
+//! band:add("coltrane", { model = "models/coder.gguf", section = "code", context = 4096,
+//!                        sampling = { temperature = 0.2 } })
+//! local soloist = band:lead("code")               -- first instrument of the section
+//! local results = band:together {                 -- concurrent; results in order
+//!   function() return band.monk:generate("why?") end,
+//!   function() return band.ella:generate("a poem") end,
+//! }
+//! ```
+
+use std::sync::{Arc, Mutex};
+
+use mlua::{
+    AnyUserData, ErrorContext, Function, Lua, MetaMethod, MultiValue, Table, UserData,
+    UserDataFields, UserDataMethods, Value,
+};
+
+use crate::engine::{DEFAULT_MAX_TOKENS, LoadOptions, SamplingParams};
+use crate::score::context::{StageKey, ctx};
+use crate::score::options::parse_duration;
+use crate::score::resolve::resolve_model;
+use crate::score::util::{check_keys, describe, did_you_mean, is_identifier, misuse};
+use crate::stage::{ModelSpec, Stage, human_bytes, parse_bytes};
+
+use super::model::{Instrument, Member, name_of};
+use super::sampling;
+use super::stage::StageHandle;
+
+/// Sections a band has unless it declares its own.
+pub const STANDARD_SECTIONS: &[&str] = &["code", "creative", "analysis", "review"];
+
+/// Registry name of the Lua table holding extension methods (`orchestra.Band`).
+pub(crate) const CLASS: &str = "orchestra.Band";
+
+/// Method and field names, for REPL completion (members are added at run time).
+pub(crate) const NAMES: &[&str] = &[
+    "add", "lead", "section", "sections", "has", "members", "others", "reviewer", "together",
+    "info", "stage", "budget",
+];
+
+const BAND_OPTIONS: &[&str] = &["memory", "idle_unload", "wait_for_room", "sections"];
+const MEMBER_OPTIONS: &[&str] = &[
+    "model",
+    "section",
+    "context",
+    "slots",
+    "batch",
+    "threads",
+    "gpu_layers",
+    "embeddings",
+    "sampling",
+    "max_tokens",
+    "system",
+    "pinned",
+];
+
+/// Default memory budget of a band that says nothing.
+const DEFAULT_MEMORY: u64 = 8 << 30;
+
+pub(crate) struct BandState {
+    /// Members in the order they were added, with their Lua values (one value per
+    /// member, so `band.x == band.x` and members work as table keys).
+    pub(crate) members: Vec<(Arc<Member>, AnyUserData)>,
+}
+
+/// The `Band` userdata. Clones share one band.
+#[derive(Clone)]
+pub(crate) struct Band {
+    pub(crate) state: Arc<Mutex<BandState>>,
+    pub(crate) stage: Stage,
+    pub(crate) key: StageKey,
+    pub(crate) sections: Arc<Vec<String>>,
+    /// Whether the score declared `sections` itself.
+    pub(crate) declared_sections: bool,
+}
+
+impl Band {
+    pub(crate) fn members(&self) -> Vec<Arc<Member>> {
+        self.state
+            .lock()
+            .unwrap()
+            .members
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    fn member_values(&self) -> Vec<(Arc<Member>, AnyUserData)> {
+        self.state.lock().unwrap().members.clone()
+    }
+
+    fn check_section(&self, lua: &Lua, section: &str, method: &str) -> mlua::Result<()> {
+        if self.sections.iter().any(|s| s == section) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.sections.iter().map(String::as_str).collect();
+        let hint = did_you_mean(section, &known)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        Err(misuse(
+            lua,
+            format!(
+                "`{method}`: `{section}` is not a section of this band{hint}; its sections are {}{}",
+                known.join(", "),
+                if self.declared_sections {
+                    String::new()
+                } else {
+                    "; declare others with `orchestra.band{ sections = {...} }`".into()
+                }
+            ),
+        ))
+    }
+
+    fn section_name(&self, lua: &Lua, method: &str, v: &Value) -> mlua::Result<String> {
+        match v {
+            Value::String(s) => {
+                let s = s.to_str()?.to_string();
+                self.check_section(lua, &s, method)?;
+                Ok(s)
+            }
+            other => Err(misuse(
+                lua,
+                format!("`{method}` needs a section name, got {}", describe(other)),
+            )),
+        }
+    }
+}
+
+/// `orchestra.band{ memory = "12GiB", idle_unload = "10m", wait_for_room = "2m", sections = {...} }`
+pub(crate) fn create(lua: &Lua, opts: Option<Table>) -> mlua::Result<AnyUserData> {
+    let c = ctx(lua);
+    let mut budget = DEFAULT_MEMORY;
+    let mut idle_ttl = None;
+    let mut wait = std::time::Duration::from_secs(120);
+    let mut sections: Vec<String> = STANDARD_SECTIONS.iter().map(|s| s.to_string()).collect();
+    let mut declared = false;
+    if let Some(o) = &opts {
+        check_keys(lua, o, "`orchestra.band`", BAND_OPTIONS)?;
+        match o.get::<Value>("memory")? {
+            Value::Nil => {}
+            Value::Integer(n) if n > 0 => budget = n as u64,
+            Value::String(s) => {
+                budget = parse_bytes(&s.to_str()?).ok_or_else(|| {
+                    misuse(
+                        lua,
+                        format!(
+                            "`memory` must be a size like \"12GiB\" or \"512MB\", got {:?}",
+                            s.to_string_lossy()
+                        ),
+                    )
+                })?
+            }
+            other => {
+                return Err(misuse(
+                    lua,
+                    format!(
+                        "`memory` must be a size like \"12GiB\", got {}",
+                        describe(&other)
+                    ),
+                ));
+            }
+        }
+        let duration = |key: &str, v: Value| -> mlua::Result<Option<std::time::Duration>> {
+            match v {
+                Value::Nil | Value::Boolean(false) => Ok(None),
+                Value::Integer(n) if n >= 0 => Ok(Some(std::time::Duration::from_secs(n as u64))),
+                Value::Number(n) if n >= 0.0 => Ok(Some(std::time::Duration::from_secs_f64(n))),
+                Value::String(s) => parse_duration(&s.to_str()?).map(Some).ok_or_else(|| {
+                    misuse(
+                        lua,
+                        format!(
+                            "`{key}` must be a duration like \"10m\", \"30s\" or \"500ms\", got {:?}",
+                            s.to_string_lossy()
+                        ),
+                    )
+                }),
+                other => Err(misuse(
+                    lua,
+                    format!("`{key}` must be a duration like \"10m\", got {}", describe(&other)),
+                )),
+            }
+        };
+        idle_ttl = duration("idle_unload", o.get("idle_unload")?)?;
+        if let Some(w) = duration("wait_for_room", o.get("wait_for_room")?)? {
+            wait = w;
+        }
+        match o.get::<Value>("sections")? {
+            Value::Nil => {}
+            Value::Table(t) => {
+                sections.clear();
+                for s in t.sequence_values::<Value>() {
+                    let s = s?;
+                    let Value::String(name) = &s else {
+                        return Err(misuse(
+                            lua,
+                            format!("each section must be a name, got {}", describe(&s)),
+                        ));
+                    };
+                    let name = name.to_str()?.to_string();
+                    if !is_identifier(&name) {
+                        return Err(misuse(
+                            lua,
+                            format!("section `{name}` must be a plain name (letters, digits, `_`)"),
+                        ));
+                    }
+                    if !sections.contains(&name) {
+                        sections.push(name);
+                    }
+                }
+                if sections.is_empty() {
+                    return Err(misuse(lua, "`sections` must list at least one section"));
+                }
+                declared = true;
+            }
+            other => {
+                return Err(misuse(
+                    lua,
+                    format!(
+                        "`sections` must be a list of names, got {}",
+                        describe(&other)
+                    ),
+                ));
+            }
+        }
+    }
+    let key = StageKey {
+        budget,
+        idle_ttl,
+        wait_for_room: wait,
+    };
+    let stage = c.stages.get(key.clone());
+    let band = Band {
+        state: Arc::new(Mutex::new(BandState {
+            members: Vec::new(),
+        })),
+        stage,
+        key,
+        sections: Arc::new(sections),
+        declared_sections: declared,
+    };
+    let ud = lua.create_userdata(band.clone())?;
+    c.bands.lock().unwrap().push((band, ud.clone()));
+    Ok(ud)
+}
+
+fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUserData> {
+    let c = ctx(lua);
+    let name = match &name {
+        Value::String(s) => s.to_str()?.to_string(),
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`band:add` needs a name first: `band:add(\"coltrane\", {{ model = ..., section = ... }})`, got {}",
+                    describe(other)
+                ),
+            ));
+        }
+    };
+    if !is_identifier(&name) {
+        return Err(misuse(
+            lua,
+            format!(
+                "instrument name `{name}` must be a plain name (letters, digits, `_`), so `band.{name}` works"
+            ),
+        ));
+    }
+    if NAMES.contains(&name.as_str()) {
+        return Err(misuse(
+            lua,
+            format!("`{name}` is a band method: give the instrument another name"),
+        ));
+    }
+    if band.members().iter().any(|m| m.name == name) {
+        return Err(misuse(
+            lua,
+            format!("the band already has an instrument named `{name}`"),
+        ));
+    }
+    let Value::Table(spec) = spec else {
+        return Err(misuse(
+            lua,
+            format!(
+                "`band:add(\"{name}\", {{ model = ..., section = ... }})` needs a table, got {}",
+                describe(&spec)
+            ),
+        ));
+    };
+    check_keys(
+        lua,
+        &spec,
+        &format!("`band:add(\"{name}\", ...)`"),
+        MEMBER_OPTIONS,
+    )?;
+    let reference = match spec.get::<Value>("model")? {
+        Value::String(s) => s.to_str()?.to_string(),
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}` needs `model = \"path/to/file.gguf\"` or `\"hf:ORG/REPO/FILE.gguf\"`, got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
+    let section = match spec.get::<Value>("section")? {
+        Value::String(s) => s.to_str()?.to_string(),
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}` needs `section = ...` (one of {}), got {}",
+                    band.sections.join(", "),
+                    describe(&other)
+                ),
+            ));
+        }
+    };
+    band.check_section(lua, &section, &format!("band:add(\"{name}\")"))?;
+    let path = match resolve_model(&reference, &c.dir) {
+        Ok(p) => Some(p),
+        // `orchestra check` runs before `orchestra pull`: a hub model not downloaded yet
+        // is a note there, not an error.
+        Err(e) if c.options.check_only && is_hub_reference(&reference) => {
+            c.warn(format!("`{name}`: {e}"));
+            None
+        }
+        Err(e) => return Err(misuse(lua, format!("`{name}`: {e}"))),
+    };
+    // A readable GGUF header now, rather than a failed load in the middle of a request.
+    if let Some(path) = &path {
+        crate::synth::read_header(path).map_err(|e| {
+            misuse(
+                lua,
+                format!(
+                    "`{name}`: `{}` is not a usable GGUF model: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+    }
+
+    let uint = |key: &str| -> mlua::Result<Option<u32>> {
+        match spec.get::<Value>(key)? {
+            Value::Nil => Ok(None),
+            Value::Integer(n) if n >= 0 && n <= u32::MAX as i64 => Ok(Some(n as u32)),
+            other => Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `{key}` must be a whole number, got {}",
+                    describe(&other)
+                ),
+            )),
+        }
+    };
+    let mut options = LoadOptions::default();
+    if let Some(v) = uint("context")? {
+        options.context = v;
+    }
+    if let Some(v) = uint("slots")? {
+        options.slots = v.max(1);
+    }
+    if let Some(v) = uint("batch")? {
+        options.batch = v;
+    }
+    if let Some(v) = uint("threads")? {
+        options.threads = Some(v.max(1) as i32);
+    }
+    if let Some(v) = uint("gpu_layers")? {
+        options.gpu_layers = v;
+    }
+    options.embeddings = spec.get::<Option<bool>>("embeddings")?.unwrap_or(false);
+    let sampling = sampling::from_value(lua, &SamplingParams::default(), &spec.get("sampling")?)?;
+    let max_tokens = uint("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS).max(1);
+    let system = match spec.get::<Value>("system")? {
+        Value::Nil => None,
+        Value::String(s) => Some(s.to_str()?.to_string()),
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `system` must be a string, got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
+    let pinned = spec.get::<Option<bool>>("pinned")?.unwrap_or(false);
+
+    if let Some(path) = &path
+        && let Ok(fp) = crate::stage::estimate(path, &options)
+        && fp.total() > band.key.budget
+    {
+        return Err(misuse(
+            lua,
+            format!(
+                "`{name}` needs about {} (weights {} + KV cache {} + compute {}) but the band's memory is {}: raise `memory`, lower `context` or `slots`, or pick a smaller quantisation",
+                human_bytes(fp.total()),
+                human_bytes(fp.weights),
+                human_bytes(fp.kv),
+                human_bytes(fp.compute),
+                human_bytes(band.key.budget)
+            ),
+        ));
+    }
+
+    if let Some(path) = &path {
+        band.stage.add(
+            ModelSpec::new(name.clone(), path.clone())
+                .with_options(options.clone())
+                .pinned(pinned),
+        );
+    }
+    let path = path.unwrap_or_default();
+    let member = Arc::new(Member {
+        name,
+        section,
+        reference,
+        path,
+        options,
+        sampling,
+        max_tokens,
+        system,
+        pinned,
+        stage: band.stage.clone(),
+        events: c.options.events.clone(),
+        check_only: c.options.check_only,
+    });
+    let ud = lua.create_userdata(Instrument(member.clone()))?;
+    band.state
+        .lock()
+        .unwrap()
+        .members
+        .push((member, ud.clone()));
+    Ok(ud)
+}
+
+fn is_hub_reference(r: &str) -> bool {
+    let r = r.trim();
+    r.starts_with("hf:") || r.starts_with("https://") || r.starts_with("http://")
+}
+
+/// Names to leave out of `others`/`reviewer`: a model, a name, or a list of them.
+fn excluded(lua: &Lua, v: &Value) -> mlua::Result<Vec<String>> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Table(t) => t
+            .sequence_values::<Value>()
+            .map(|x| name_of(lua, "each excluded entry", &x?))
+            .collect(),
+        other => Ok(vec![name_of(lua, "the excluded model", other)?]),
+    }
+}
+
+fn list(lua: &Lua, items: Vec<AnyUserData>) -> mlua::Result<Table> {
+    lua.create_sequence_from(items)
+}
+
+/// `band:together{ f1, f2, ... }` and `orchestra.together`: runs the functions as
+/// concurrent coroutines; returns their first results (same keys as the input) and,
+/// when some returned `nil, err`, a table of those errors. The first function that
+/// raises cancels the others and the error is raised.
+pub(crate) async fn together(lua: Lua, fns: Value) -> mlua::Result<(Table, Value)> {
+    let Value::Table(fns) = fns else {
+        return Err(misuse(
+            &lua,
+            format!(
+                "`together` needs a table of functions `{{ function() ... end, ... }}`, got {}",
+                describe(&fns)
+            ),
+        ));
+    };
+    let mut keys = Vec::new();
+    let mut calls = Vec::new();
+    for pair in fns.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        let Value::Function(f) = v else {
+            return Err(misuse(
+                &lua,
+                format!(
+                    "`together`: entry {} must be a function, got {}",
+                    describe(&k),
+                    describe(&v)
+                ),
+            ));
+        };
+        calls.push(call_part(f, k.clone()));
+        keys.push(k);
+    }
+    let results = futures::future::try_join_all(calls).await?;
+    let out = lua.create_table()?;
+    let errors = lua.create_table()?;
+    let mut any_error = false;
+    for (k, values) in keys.into_iter().zip(results) {
+        let mut it = values.into_iter();
+        let first = it.next().unwrap_or(Value::Nil);
+        if first.is_nil() {
+            let second = it.next().unwrap_or(Value::Nil);
+            if !second.is_nil() {
+                errors.set(k.clone(), second)?;
+                any_error = true;
+            }
+        }
+        out.set(k, first)?;
+    }
+    Ok((
+        out,
+        if any_error {
+            Value::Table(errors)
+        } else {
+            Value::Nil
+        },
+    ))
+}
+
+async fn call_part(f: Function, key: Value) -> mlua::Result<MultiValue> {
+    f.call_async::<MultiValue>(())
+        .await
+        .map_err(|e| e.context(format!("`together` part {}", describe(&key))))
+}
+
+impl UserData for Band {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("stage", |_, b| Ok(StageHandle(b.stage.clone())));
+        fields.add_field_method_get("budget", |_, b| Ok(b.key.budget));
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("add", |lua, b, (name, spec): (Value, Value)| {
+            add(lua, b, name, spec)
+        });
+
+        // The lead of a section: its first instrument.
+        methods.add_method("lead", |lua, b, section: Value| {
+            let section = b.section_name(lua, "band:lead", &section)?;
+            b.member_values()
+                .into_iter()
+                .find(|(m, _)| m.section == section)
+                .map(|(_, ud)| ud)
+                .ok_or_else(|| {
+                    misuse(
+                        lua,
+                        format!("`band:lead`: no instrument plays in section `{section}`; add one with `band:add(name, {{ section = \"{section}\", ... }})` or check with `band:has(\"{section}\")`"),
+                    )
+                })
+        });
+
+        // The instruments of a section, in the order they were added.
+        methods.add_method("section", |lua, b, section: Value| {
+            let section = b.section_name(lua, "band:section", &section)?;
+            let items = b
+                .member_values()
+                .into_iter()
+                .filter(|(m, _)| m.section == section)
+                .map(|(_, ud)| ud)
+                .collect();
+            list(lua, items)
+        });
+
+        methods.add_method("sections", |lua, b, ()| {
+            lua.create_sequence_from(b.sections.iter().cloned())
+        });
+
+        // Whether a section has an instrument, or an instrument of that name exists.
+        methods.add_method("has", |_, b, what: String| {
+            Ok(b.members()
+                .iter()
+                .any(|m| m.section == what || m.name == what))
+        });
+
+        methods.add_method("members", |lua, b, ()| {
+            list(
+                lua,
+                b.member_values().into_iter().map(|(_, ud)| ud).collect(),
+            )
+        });
+
+        // Everyone but the given model(s).
+        methods.add_method("others", |lua, b, not: Value| {
+            let not = excluded(lua, &not)?;
+            let items = b
+                .member_values()
+                .into_iter()
+                .filter(|(m, _)| !not.contains(&m.name))
+                .map(|(_, ud)| ud)
+                .collect();
+            list(lua, items)
+        });
+
+        // A reviewer: the first instrument of the `review` section (or `section = ...`)
+        // that is not excluded, else any other instrument; nil when nobody is left.
+        methods.add_method("reviewer", |lua, b, opts: Option<Table>| {
+            let (not, section) = match &opts {
+                Some(o) => {
+                    check_keys(lua, o, "`band:reviewer`", &["not", "section"])?;
+                    let section = match o.get::<Value>("section")? {
+                        Value::Nil => "review".to_string(),
+                        v => b.section_name(lua, "band:reviewer", &v)?,
+                    };
+                    (excluded(lua, &o.get("not")?)?, section)
+                }
+                None => (Vec::new(), "review".to_string()),
+            };
+            let members = b.member_values();
+            let pick = members
+                .iter()
+                .find(|(m, _)| m.section == section && !not.contains(&m.name))
+                .or_else(|| members.iter().find(|(m, _)| !not.contains(&m.name)))
+                .map(|(_, ud)| ud.clone());
+            Ok(pick)
+        });
+
+        methods.add_async_method("together", |lua, _b, fns: Value| together(lua, fns));
+
+        methods.add_method("info", |lua, b, ()| {
+            let t = lua.create_table()?;
+            t.set("memory", human_bytes(b.key.budget))?;
+            t.set("budget", b.key.budget)?;
+            t.set(
+                "sections",
+                lua.create_sequence_from(b.sections.iter().cloned())?,
+            )?;
+            let members = lua.create_table()?;
+            for m in b.members() {
+                let mt = lua.create_table()?;
+                mt.set("name", m.name.as_str())?;
+                mt.set("section", m.section.as_str())?;
+                mt.set("model", m.reference.as_str())?;
+                mt.set("loaded", !m.check_only && b.stage.is_resident(&m.name))?;
+                members.raw_push(mt)?;
+            }
+            t.set("members", members)?;
+            Ok(t)
+        });
+
+        methods.add_meta_method(MetaMethod::ToString, |_, b, ()| {
+            let members: Vec<String> = b
+                .members()
+                .iter()
+                .map(|m| format!("{} ({})", m.name, m.section))
+                .collect();
+            Ok(format!(
+                "Band({} of memory; {})",
+                human_bytes(b.key.budget),
+                if members.is_empty() {
+                    "no instruments yet".to_string()
+                } else {
+                    members.join(", ")
+                }
+            ))
+        });
+
+        methods.add_meta_method(MetaMethod::Len, |_, b, ()| Ok(b.members().len()));
+
+        // `band.coltrane`, then extension methods (`function orchestra.Band:jam(...)`).
+        methods.add_meta_method(MetaMethod::Index, |lua, b, key: Value| {
+            if let Value::String(s) = &key {
+                let s = s.to_str()?;
+                if let Some((_, ud)) = b.member_values().into_iter().find(|(m, _)| m.name == *s) {
+                    return Ok(Value::UserData(ud));
+                }
+            }
+            let class: Table = lua.named_registry_value(CLASS)?;
+            let v: Value = class.raw_get(key.clone())?;
+            if !v.is_nil() {
+                return Ok(v);
+            }
+            let names: Vec<String> = b.members().iter().map(|m| format!("`{}`", m.name)).collect();
+            Err(misuse(
+                lua,
+                format!(
+                    "the band has no instrument or method {} (instruments: {}; use `band:has(name)` to ask)",
+                    describe(&key),
+                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                ),
+            ))
+        });
+    }
+}

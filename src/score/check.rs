@@ -1,0 +1,149 @@
+//! `orchestra check`: load a score without playing it — syntax, the returned table,
+//! every `band:add` (model resolvable, a readable GGUF header, a known section, a
+//! footprint within the band's memory) — and report what it declares.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::context::Stages;
+use super::error::ScoreError;
+use super::options::ScoreOptions;
+use super::util::display_path;
+use super::vm::{ScoreSource, ScoreVm};
+use crate::stage::human_bytes;
+
+/// What a valid score declares.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub score: String,
+    /// The score and every file it required.
+    pub files: Vec<PathBuf>,
+    pub bands: Vec<BandReport>,
+    /// Things worth knowing that do not make the score invalid.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BandReport {
+    pub memory: u64,
+    pub sections: Vec<String>,
+    pub instruments: Vec<InstrumentReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstrumentReport {
+    pub name: String,
+    pub section: String,
+    /// As written in the score.
+    pub model: String,
+    /// The file it resolved to (`None`: a hub model not downloaded yet).
+    pub path: Option<PathBuf>,
+    /// Estimated resident bytes (weights + KV cache + compute).
+    pub footprint: Option<u64>,
+}
+
+/// Checks a score without running any model.
+pub async fn check(source: ScoreSource, options: ScoreOptions) -> Result<CheckReport, ScoreError> {
+    let options = options.with_check_only(true);
+    let stages = Stages::new(options.events.clone(), false);
+    let vm = ScoreVm::load(&source, &options, stages, 1).await?;
+    let mut notes = vm.ctx.warnings.lock().unwrap().clone();
+    let bands = vm.ctx.bands.lock().unwrap().clone();
+    if bands.is_empty() {
+        notes.push("the score declares no band (`orchestra.band{...}`)".into());
+    }
+    let mut reports = Vec::new();
+    for (band, _) in &bands {
+        let members = band.members();
+        if band.declared_sections {
+            for s in band.sections.iter() {
+                if !members.iter().any(|m| &m.section == s) {
+                    notes.push(format!("section `{s}` has no instrument"));
+                }
+            }
+        }
+        reports.push(BandReport {
+            memory: band.key.budget,
+            sections: band.sections.to_vec(),
+            instruments: members
+                .iter()
+                .map(|m| {
+                    let resolved = !m.path.as_os_str().is_empty();
+                    InstrumentReport {
+                        name: m.name.clone(),
+                        section: m.section.clone(),
+                        model: m.reference.clone(),
+                        path: resolved.then(|| m.path.clone()),
+                        footprint: resolved
+                            .then(|| crate::stage::estimate(&m.path, &m.options).ok())
+                            .flatten()
+                            .map(|f| f.total()),
+                    }
+                })
+                .collect(),
+        });
+    }
+    Ok(CheckReport {
+        score: source.name(),
+        files: vm.deps(),
+        bands: reports,
+        notes,
+    })
+}
+
+/// [`check`] for callers outside an async runtime.
+pub fn check_blocking(
+    source: ScoreSource,
+    options: ScoreOptions,
+) -> Result<CheckReport, ScoreError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ScoreError::Model(format!("cannot start a tokio runtime: {e}")))?
+        .block_on(check(source, options))
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "score `{}` is valid", self.score)?;
+        for b in &self.bands {
+            writeln!(
+                f,
+                "  band: {} of memory; sections {}",
+                human_bytes(b.memory),
+                b.sections.join(", ")
+            )?;
+            let width = b
+                .instruments
+                .iter()
+                .map(|i| i.name.len())
+                .max()
+                .unwrap_or(0);
+            let swidth = b
+                .instruments
+                .iter()
+                .map(|i| i.section.len())
+                .max()
+                .unwrap_or(0);
+            for i in &b.instruments {
+                let size = i
+                    .footprint
+                    .map(|n| format!("~{}", human_bytes(n)))
+                    .unwrap_or_else(|| "not downloaded".into());
+                writeln!(
+                    f,
+                    "    {:width$}  {:swidth$}  {}  ({size})",
+                    i.name, i.section, i.model,
+                )?;
+            }
+        }
+        let files: Vec<String> = self.files.iter().map(|p| display_path(p)).collect();
+        writeln!(f, "  files: {}", files.join(", "))?;
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,547 @@
+//! The conductor: one thread that owns a score's Lua VMs and runs every request, REPL
+//! line and reload on a single-threaded tokio runtime (a `LocalSet`), so Lua values
+//! never cross threads. Requests are coroutines: hundreds interleave while they wait on
+//! models, which generate on their own worker threads.
+//!
+//! [`Conductor`] is the handle the rest of the program holds (cheap to clone, `Send`);
+//! it talks to the thread over a channel with plain Rust values ([`Request`] in,
+//! [`Answer`] out). Hot reload builds the new version in a fresh VM on the same thread
+//! while the old one keeps serving, and swaps only if it loads and validates; a request
+//! keeps the VM it started on until it finishes.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::context::{StageKey, Stages};
+use super::error::ScoreError;
+use super::options::ScoreOptions;
+use super::request::{Answer, Request, TextSink};
+use super::vm::{EvalOutcome, ScoreSource, ScoreVm};
+use super::watch::FileWatcher;
+use crate::events::{EventBus, EventKind};
+
+/// The outcome of one reload attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadEvent {
+    /// Whether the new version replaced the old one.
+    pub ok: bool,
+    /// The version serving after the attempt.
+    pub version: u64,
+    /// Why the new version was rejected (file, line and traceback included).
+    pub error: Option<String>,
+    /// Time to build and check the new version.
+    pub ms: f64,
+    /// The files whose change triggered it (empty for a manual reload).
+    pub changed: Vec<PathBuf>,
+    /// `file changed`, `asked`, `restart after running out of memory`.
+    pub reason: String,
+}
+
+/// One instrument, as reported by [`Conductor::info`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InstrumentInfo {
+    pub name: String,
+    pub section: String,
+    pub model: String,
+    pub path: PathBuf,
+}
+
+/// What is loaded right now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreInfo {
+    pub name: String,
+    pub version: u64,
+    /// The score and every file it required.
+    pub files: Vec<PathBuf>,
+    pub instruments: Vec<InstrumentInfo>,
+    pub watching: bool,
+}
+
+enum Command {
+    Perform {
+        request: Request,
+        sink: Option<TextSink>,
+        reply: oneshot::Sender<Result<Answer, ScoreError>>,
+    },
+    Eval {
+        code: String,
+        echo: Option<TextSink>,
+        reply: oneshot::Sender<Result<EvalOutcome, ScoreError>>,
+    },
+    Complete {
+        line: String,
+        pos: usize,
+        reply: oneshot::Sender<(usize, Vec<String>)>,
+    },
+    Reload {
+        reason: String,
+        changed: Vec<PathBuf>,
+        reply: Option<oneshot::Sender<ReloadEvent>>,
+    },
+    Watch {
+        reply: oneshot::Sender<Result<(), ScoreError>>,
+    },
+    Info {
+        reply: oneshot::Sender<ScoreInfo>,
+    },
+}
+
+struct Shared {
+    tx: mpsc::UnboundedSender<Command>,
+    reloads: broadcast::Sender<ReloadEvent>,
+    events: EventBus,
+    name: String,
+    version: Arc<AtomicU64>,
+}
+
+/// Handle to a running score. Clones share one conductor thread, which stops when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub struct Conductor {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Conductor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conductor")
+            .field("score", &self.shared.name)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+impl Conductor {
+    /// Starts the conductor thread and loads the score; fails if it does not load.
+    pub async fn start(
+        source: ScoreSource,
+        options: ScoreOptions,
+    ) -> Result<Conductor, ScoreError> {
+        let (conductor, ready) = Self::spawn(source, options);
+        ready.await.map_err(|_| ScoreError::Stopped)??;
+        Ok(conductor)
+    }
+
+    /// [`Conductor::start`] for callers outside an async runtime.
+    pub fn start_blocking(
+        source: ScoreSource,
+        options: ScoreOptions,
+    ) -> Result<Conductor, ScoreError> {
+        let (conductor, ready) = Self::spawn(source, options);
+        ready.blocking_recv().map_err(|_| ScoreError::Stopped)??;
+        Ok(conductor)
+    }
+
+    fn spawn(
+        source: ScoreSource,
+        options: ScoreOptions,
+    ) -> (Conductor, oneshot::Receiver<Result<(), ScoreError>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (reloads, _) = broadcast::channel(64);
+        let version = Arc::new(AtomicU64::new(1));
+        let shared = Arc::new(Shared {
+            tx: tx.clone(),
+            reloads: reloads.clone(),
+            events: options.events.clone(),
+            name: source.name(),
+            version: version.clone(),
+        });
+        let weak = tx.downgrade();
+        drop(tx);
+        std::thread::Builder::new()
+            .name("conductor".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("starting the conductor's tokio runtime");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(
+                    &rt,
+                    run(source, options, rx, weak, reloads, version, ready_tx),
+                );
+            })
+            .expect("spawning the conductor thread");
+        (Conductor { shared }, ready_rx)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ScoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .tx
+            .send(make(reply))
+            .map_err(|_| ScoreError::Stopped)?;
+        rx.await.map_err(|_| ScoreError::Stopped)
+    }
+
+    /// Runs `perform(request)` on the current version. Dropping the future cancels the
+    /// request (its generations stop).
+    pub async fn perform(&self, request: Request) -> Result<Answer, ScoreError> {
+        self.ask(|reply| Command::Perform {
+            request,
+            sink: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Like [`Conductor::perform`], with `req:write(...)` text streamed into `sink`.
+    pub async fn perform_streaming(
+        &self,
+        request: Request,
+        sink: TextSink,
+    ) -> Result<Answer, ScoreError> {
+        self.ask(|reply| Command::Perform {
+            request,
+            sink: Some(sink),
+            reply,
+        })
+        .await?
+    }
+
+    /// Runs one REPL input (see [`EvalOutcome`]); tokens of model calls made without a
+    /// callback are echoed into `echo`. Dropping the future cancels it.
+    pub async fn eval(
+        &self,
+        code: &str,
+        echo: Option<TextSink>,
+    ) -> Result<EvalOutcome, ScoreError> {
+        let code = code.to_string();
+        self.ask(|reply| Command::Eval { code, echo, reply })
+            .await?
+    }
+
+    /// Completion candidates for `line` with the cursor at `pos`.
+    pub async fn complete(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
+        let line = line.to_string();
+        self.ask(|reply| Command::Complete { line, pos, reply })
+            .await
+            .unwrap_or((pos, Vec::new()))
+    }
+
+    /// [`Conductor::complete`] for threads outside an async runtime (rustyline's).
+    pub fn complete_blocking(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Complete {
+            line: line.to_string(),
+            pos,
+            reply,
+        };
+        if self.shared.tx.send(cmd).is_err() {
+            return (pos, Vec::new());
+        }
+        rx.blocking_recv().unwrap_or((pos, Vec::new()))
+    }
+
+    /// Reloads the score now (what the watcher does on a save).
+    pub async fn reload(&self) -> Result<ReloadEvent, ScoreError> {
+        self.ask(|reply| Command::Reload {
+            reason: "asked".into(),
+            changed: Vec::new(),
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// Starts watching the score and the files it required: a save reloads it.
+    pub async fn watch(&self) -> Result<(), ScoreError> {
+        self.ask(|reply| Command::Watch { reply }).await?
+    }
+
+    /// Every reload attempt, successful or not.
+    pub fn reloads(&self) -> broadcast::Receiver<ReloadEvent> {
+        self.shared.reloads.subscribe()
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    /// The version serving now.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::SeqCst)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub async fn info(&self) -> Result<ScoreInfo, ScoreError> {
+        self.ask(|reply| Command::Info { reply }).await
+    }
+}
+
+/// The conductor thread's state; lives on that thread only.
+struct State {
+    current: RefCell<Arc<ScoreVm>>,
+    source: ScoreSource,
+    options: ScoreOptions,
+    stages: Arc<Stages>,
+    version: Cell<u64>,
+    shared_version: Arc<AtomicU64>,
+    /// One reload at a time; saves during a reload queue behind it.
+    reload_lock: tokio::sync::Mutex<()>,
+    watcher: RefCell<Option<FileWatcher>>,
+    /// (version, files) the watcher last took from the current VM: a score that requires
+    /// a module during a request (not while loading) adds a file to watch.
+    watched: Cell<(u64, usize)>,
+    weak_tx: mpsc::WeakUnboundedSender<Command>,
+    reloads: broadcast::Sender<ReloadEvent>,
+}
+
+fn stage_keys(vm: &ScoreVm) -> Vec<StageKey> {
+    vm.ctx
+        .bands
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(b, _)| b.key.clone())
+        .collect()
+}
+
+async fn run(
+    source: ScoreSource,
+    options: ScoreOptions,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    weak_tx: mpsc::WeakUnboundedSender<Command>,
+    reloads: broadcast::Sender<ReloadEvent>,
+    shared_version: Arc<AtomicU64>,
+    ready: oneshot::Sender<Result<(), ScoreError>>,
+) {
+    let stages = Stages::new(options.events.clone(), !options.check_only);
+    let vm = match ScoreVm::load(&source, &options, stages.clone(), 1).await {
+        Ok(vm) => Arc::new(vm),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    stages.retain(&stage_keys(&vm));
+    let state = Rc::new(State {
+        current: RefCell::new(vm),
+        source,
+        options,
+        stages,
+        version: Cell::new(1),
+        shared_version,
+        reload_lock: tokio::sync::Mutex::new(()),
+        watcher: RefCell::new(None),
+        watched: Cell::new((0, 0)),
+        weak_tx,
+        reloads,
+    });
+    let _ = ready.send(Ok(()));
+    while let Some(cmd) = rx.recv().await {
+        handle(&state, cmd);
+    }
+}
+
+fn handle(state: &Rc<State>, cmd: Command) {
+    match cmd {
+        Command::Perform {
+            request,
+            sink,
+            mut reply,
+        } => {
+            let vm = state.current.borrow().clone();
+            let state = state.clone();
+            tokio::task::spawn_local(async move {
+                let res = tokio::select! {
+                    r = vm.perform(&request, sink) => r,
+                    // The caller went away: dropping the request cancels it.
+                    _ = reply.closed() => return,
+                };
+                if matches!(res, Err(ScoreError::Memory { .. })) {
+                    restart_if_full(&state, &vm).await;
+                }
+                watch_new_files(&state, &vm);
+                let _ = reply.send(res);
+            });
+        }
+        Command::Eval {
+            code,
+            echo,
+            mut reply,
+        } => {
+            let vm = state.current.borrow().clone();
+            let state = state.clone();
+            tokio::task::spawn_local(async move {
+                let res = tokio::select! {
+                    r = vm.eval(&code, echo) => r,
+                    _ = reply.closed() => return,
+                };
+                if matches!(res, Err(ScoreError::Memory { .. })) {
+                    restart_if_full(&state, &vm).await;
+                }
+                watch_new_files(&state, &vm);
+                let _ = reply.send(res);
+            });
+        }
+        Command::Complete { line, pos, reply } => {
+            let vm = state.current.borrow().clone();
+            let _ = reply.send(super::complete::complete(&vm.lua, &line, pos));
+        }
+        Command::Reload {
+            reason,
+            changed,
+            reply,
+        } => {
+            let state = state.clone();
+            tokio::task::spawn_local(async move {
+                let event = reload(&state, reason, changed).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(event);
+                }
+            });
+        }
+        Command::Watch { reply } => {
+            let _ = reply.send(start_watching(state));
+        }
+        Command::Info { reply } => {
+            let vm = state.current.borrow().clone();
+            let instruments = vm
+                .ctx
+                .bands
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|(b, _)| b.members())
+                .map(|m| InstrumentInfo {
+                    name: m.name.clone(),
+                    section: m.section.clone(),
+                    model: m.reference.clone(),
+                    path: m.path.clone(),
+                })
+                .collect();
+            let _ = reply.send(ScoreInfo {
+                name: state.source.name(),
+                version: vm.version,
+                files: vm.deps(),
+                instruments,
+                watching: state.watcher.borrow().is_some(),
+            });
+        }
+    }
+}
+
+/// Adds files the current version required since the watcher last looked.
+fn watch_new_files(state: &Rc<State>, vm: &Arc<ScoreVm>) {
+    if !Arc::ptr_eq(&state.current.borrow(), vm) {
+        return;
+    }
+    let deps = vm.deps();
+    if state.watched.get() == (vm.version, deps.len()) {
+        return;
+    }
+    if let Some(w) = state.watcher.borrow_mut().as_mut() {
+        match w.add_files(&deps) {
+            Ok(()) => state.watched.set((vm.version, deps.len())),
+            Err(e) => tracing::warn!(error = %e, "cannot watch the score's files"),
+        }
+    }
+}
+
+/// After a request ran out of memory: if the garbage it left is still live (a score
+/// that hoards data in globals), rebuild the VM before answering, so the next request
+/// has room.
+async fn restart_if_full(state: &Rc<State>, vm: &Arc<ScoreVm>) {
+    if !Arc::ptr_eq(&state.current.borrow(), vm) {
+        return;
+    }
+    if vm.memory_after_gc() > state.options.memory_limit / 2 {
+        reload(
+            state,
+            "restart after running out of memory".into(),
+            Vec::new(),
+        )
+        .await;
+    }
+}
+
+fn start_watching(state: &Rc<State>) -> Result<(), ScoreError> {
+    if state.watcher.borrow().is_some() {
+        return Ok(());
+    }
+    let weak = state.weak_tx.clone();
+    let mut watcher = FileWatcher::new(state.options.reload_debounce, move |changed| {
+        if let Some(tx) = weak.upgrade() {
+            let _ = tx.send(Command::Reload {
+                reason: "file changed".into(),
+                changed,
+                reply: None,
+            });
+        }
+    })
+    .map_err(|e| ScoreError::Model(format!("cannot watch the score's files: {e}")))?;
+    let deps = state.current.borrow().deps();
+    watcher
+        .set_files(&deps)
+        .map_err(|e| ScoreError::Model(format!("cannot watch the score's files: {e}")))?;
+    *state.watcher.borrow_mut() = Some(watcher);
+    Ok(())
+}
+
+async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> ReloadEvent {
+    let _one_at_a_time = state.reload_lock.lock().await;
+    let started = Instant::now();
+    let next = state.version.get() + 1;
+    let loaded = ScoreVm::load(&state.source, &state.options, state.stages.clone(), next).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let name = state.source.name();
+    let event = match loaded {
+        Ok(vm) => {
+            let vm = Arc::new(vm);
+            state.version.set(next);
+            state.stages.retain(&stage_keys(&vm));
+            let deps = vm.deps();
+            *state.current.borrow_mut() = vm;
+            state.shared_version.store(next, Ordering::SeqCst);
+            if let Some(w) = state.watcher.borrow_mut().as_mut()
+                && let Err(e) = w.add_files(&deps)
+            {
+                tracing::warn!(error = %e, "cannot watch the score's files");
+            }
+            tracing::info!(score = %name, version = next, ms, "score reloaded");
+            state.options.events.emit(EventKind::Custom {
+                name: "score_reloaded".into(),
+                data: serde_json::json!({ "score": name, "version": next, "ms": ms, "reason": reason }),
+            });
+            ReloadEvent {
+                ok: true,
+                version: next,
+                error: None,
+                ms,
+                changed,
+                reason,
+            }
+        }
+        Err(e) => {
+            let error = e.to_string();
+            tracing::warn!(score = %name, "reload rejected, the previous version keeps playing: {error}");
+            state.options.events.emit(EventKind::Custom {
+                name: "score_reload_failed".into(),
+                data: serde_json::json!({ "score": name, "error": error, "reason": reason }),
+            });
+            ReloadEvent {
+                ok: false,
+                version: state.version.get(),
+                error: Some(error),
+                ms,
+                changed,
+                reason,
+            }
+        }
+    };
+    let _ = state.reloads.send(event.clone());
+    event
+}

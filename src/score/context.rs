@@ -1,0 +1,183 @@
+//! What every Lua callback of one VM can reach: the options, the score's folder, the
+//! stages shared across reloads, the files the score required, its bands. Stored as
+//! the VM's app data; plain Rust, no Lua values (those live in the Lua registry).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use mlua::{AnyUserData, Lua};
+
+use super::api::band::Band;
+use super::options::ScoreOptions;
+use super::request::TextSink;
+use crate::events::EventBus;
+use crate::stage::{Stage, StageConfig};
+
+/// Per-VM state reachable from callbacks.
+pub(crate) struct VmContext {
+    pub(crate) options: ScoreOptions,
+    /// The score as users name it in messages (`scores/rehearsal.lua`, `repl`).
+    pub(crate) score_name: String,
+    /// The score's folder, resolved: `require` and `io.open` stay inside it.
+    pub(crate) dir: PathBuf,
+    /// The folder as the user wrote it, for chunk names.
+    pub(crate) dir_display: PathBuf,
+    pub(crate) stages: Arc<Stages>,
+    /// Every file this VM loaded (the score first), for the watcher.
+    pub(crate) deps: Mutex<Vec<PathBuf>>,
+    /// Bands the score declared, with their Lua values (for the REPL's `band`).
+    pub(crate) bands: Mutex<Vec<(Band, AnyUserData)>>,
+    /// Notes for `orchestra check` (models not downloaded yet).
+    pub(crate) warnings: Mutex<Vec<String>>,
+    next_request: AtomicU64,
+    /// The rehearsal band on disk, written on first use: (name, section, path).
+    pub(crate) rehearsal: OnceLock<Result<Vec<(String, String, PathBuf)>, String>>,
+}
+
+impl VmContext {
+    pub(crate) fn new(
+        options: ScoreOptions,
+        score_name: String,
+        dir: &Path,
+        dir_display: PathBuf,
+        stages: Arc<Stages>,
+    ) -> VmContext {
+        VmContext {
+            options,
+            score_name,
+            dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+            dir_display,
+            stages,
+            deps: Mutex::new(Vec::new()),
+            bands: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
+            next_request: AtomicU64::new(1),
+            rehearsal: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn warn(&self, note: String) {
+        self.warnings.lock().unwrap().push(note);
+    }
+
+    pub(crate) fn add_dep(&self, path: &Path) {
+        let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let mut deps = self.deps.lock().unwrap();
+        if !deps.contains(&p) {
+            deps.push(p);
+        }
+    }
+
+    /// The path of a rehearsal band member, writing the band when missing.
+    pub(crate) fn rehearsal_model(&self, name: &str) -> Result<PathBuf, String> {
+        let band = self.rehearsal.get_or_init(|| {
+            let dir = &self.options.rehearsal_dir;
+            let paths = crate::synth::write_rehearsal_band(dir).map_err(|e| {
+                format!(
+                    "cannot write the rehearsal band to `{}`: {e}",
+                    dir.display()
+                )
+            })?;
+            Ok(crate::synth::rehearsal_band()
+                .into_iter()
+                .zip(paths)
+                .map(|(m, p)| (m.name.to_string(), m.section.to_string(), p))
+                .collect())
+        });
+        let band = band.as_ref().map_err(Clone::clone)?;
+        band.iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, p)| p.clone())
+            .ok_or_else(|| {
+                let names: Vec<_> = band.iter().map(|(n, _, _)| format!("`{n}`")).collect();
+                format!(
+                    "no rehearsal model named `{name}`: the rehearsal band is {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// The VM's context (every VM built by this module has one).
+pub(crate) fn ctx(lua: &Lua) -> Arc<VmContext> {
+    lua.app_data_ref::<Arc<VmContext>>()
+        .expect("a score VM always has its context")
+        .clone()
+}
+
+/// Stage settings that decide whether two bands can share a stage.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StageKey {
+    pub(crate) budget: u64,
+    pub(crate) idle_ttl: Option<Duration>,
+    pub(crate) wait_for_room: Duration,
+}
+
+/// Stages outlive VMs: a reloaded score whose band keeps its memory settings gets the
+/// same stage back, so its models stay loaded across the reload.
+pub(crate) struct Stages {
+    all: Mutex<Vec<(StageKey, Stage)>>,
+    events: EventBus,
+    /// Run idle sweepers (not while checking: nothing loads then).
+    sweep: bool,
+}
+
+impl Stages {
+    pub(crate) fn new(events: EventBus, sweep: bool) -> Arc<Stages> {
+        Arc::new(Stages {
+            all: Mutex::new(Vec::new()),
+            events,
+            sweep,
+        })
+    }
+
+    /// The stage for these settings, created on first use.
+    pub(crate) fn get(&self, key: StageKey) -> Stage {
+        let mut all = self.all.lock().unwrap();
+        if let Some((_, s)) = all.iter().find(|(k, _)| *k == key) {
+            return s.clone();
+        }
+        let stage = Stage::new(
+            StageConfig {
+                budget: key.budget,
+                idle_ttl: key.idle_ttl,
+                wait_for_room: key.wait_for_room,
+            },
+            self.events.clone(),
+        );
+        if self.sweep && tokio::runtime::Handle::try_current().is_ok() {
+            stage.spawn_idle_sweeper();
+        }
+        all.push((key, stage.clone()));
+        stage
+    }
+
+    /// Forget stages no band of the current VM uses (their models unload once the
+    /// requests still holding them finish).
+    pub(crate) fn retain(&self, used: &[StageKey]) {
+        self.all.lock().unwrap().retain(|(k, _)| used.contains(k));
+    }
+}
+
+tokio::task_local! {
+    /// Per-request settings visible to callbacks while the request's coroutine runs.
+    pub(crate) static SCOPE: Scope;
+}
+
+/// See [`SCOPE`].
+#[derive(Clone, Default)]
+pub(crate) struct Scope {
+    /// Echo generated tokens here (the REPL shows generations as they stream).
+    pub(crate) echo: Option<TextSink>,
+}
+
+/// The echo sink of the running request, if any.
+pub(crate) fn echo() -> Option<TextSink> {
+    SCOPE.try_with(|s| s.echo.clone()).ok().flatten()
+}
