@@ -505,14 +505,11 @@ function Router:explain(req)
   return decision
 end
 
---- Decides the section of a request, announces it (`routed` on the event bus) and
---- records the decision in the request's trace. Raises when no rule matched.
----@param req table|string
----@return string section, orchestra.Decision decision
-function Router:pick(req)
-  local d = self:explain(req)
+-- `pick` for both `router:pick` and `route.pick`; `level` points errors at the caller.
+local function pick(router, req, level)
+  local d = router:explain(req)
   if not d.section then
-    error(("`route.pick`: no rule matched %q: end the rules with `{ otherwise = \"analysis\" }`"):format(trace.clip(prompt_of(req), 60)), 2)
+    error(("`route.pick`: no rule matched %q: end the rules with `{ otherwise = \"analysis\" }`"):format(trace.clip(prompt_of(req), 60)), level + 1)
   end
   if type(req) == "table" then
     trace.of(req).route = d
@@ -521,6 +518,15 @@ function Router:pick(req)
     orchestra.emit("routed", { section = d.section, rule = d.rule, kind = d.kind, why = d.why })
   end
   return d.section, d
+end
+
+--- Decides the section of a request, announces it (`routed` on the event bus) and
+--- records the decision in the request's trace. Raises when no rule matched.
+---@param req table|string
+---@return string section, orchestra.Decision decision
+function Router:pick(req)
+  local section, d = pick(self, req, 2) -- not a tail call: the error level counts this frame
+  return section, d
 end
 
 local function default_router()
@@ -535,7 +541,8 @@ end
 ---@param req table|string
 ---@return string section, orchestra.Decision decision
 function route.pick(req)
-  return default_router():pick(req)
+  local section, d = pick(default_router(), req, 2)
+  return section, d
 end
 
 --- `router:explain(req)` on the rules declared last with `route.rules`.

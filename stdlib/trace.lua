@@ -150,9 +150,16 @@ trace.round = round
 ---@param role string  route, comp, solo, review, revise, jam, merge
 ---@param details table|nil
 ---@param ms number|nil  wall-clock milliseconds of the call
+---@param started_ms number|nil  when the call started (ms into the trace; default now - ms)
 ---@return table
-function trace.played(req, player, role, details, ms)
-  local record = { player = player, role = role, ms = round(ms, 2) }
+function trace.played(req, player, role, details, ms, started_ms)
+  local t = trace.of(req)
+  local record = {
+    player = player,
+    role = role,
+    ms = round(ms, 2),
+    started_ms = round(started_ms or (trace.elapsed_ms(t) - (ms or 0)), 3),
+  }
   if type(details) == "table" then
     record.tokens = details.completion_tokens
     record.prompt_tokens = details.prompt_tokens
@@ -166,7 +173,7 @@ function trace.played(req, player, role, details, ms)
       record.swing = round(trace.swing(timings.gap_mean_ms, timings.gap_std_ms), 3)
     end
   end
-  trace.push(trace.of(req), "plays", record)
+  trace.push(t, "plays", record)
   return record
 end
 
@@ -207,8 +214,21 @@ end
 ---@param t table  a trace
 ---@return table[]  `{ name, roles, calls, tokens, ms, tempo, swing }`
 function trace.instruments(t)
+  -- Plays are recorded as they finish; the story goes by when they started.
+  local plays = {}
+  for i, p in ipairs(t.plays or {}) do
+    plays[i] = { p, i }
+  end
+  table.sort(plays, function(a, b)
+    local sa, sb = a[1].started_ms or 0, b[1].started_ms or 0
+    if sa ~= sb then
+      return sa < sb
+    end
+    return a[2] < b[2]
+  end)
   local order, by = {}, {}
-  for _, p in ipairs(t.plays or {}) do
+  for _, pair in ipairs(plays) do
+    local p = pair[1]
     if not by[p.player] then
       by[p.player] = {}
       order[#order + 1] = p.player

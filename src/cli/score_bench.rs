@@ -20,11 +20,20 @@ pub struct ScoreBenchArgs {
     #[arg(long, default_value_t = 10)]
     pub reloads: usize,
     /// Repetitions of the throughput runs (the best is kept).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub repeat: usize,
-    /// Benchmark this GGUF instead of the rehearsal band's `coltrane`.
+    /// The model of the per-request and reload measurements (default: the rehearsal
+    /// band's tiny `coltrane`, so the model's own time does not drown the overhead).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// The model of the per-token callback measurement (default: the ~150M-parameter
+    /// q8_0 benchmark model of `orchestra bench`, a realistic decode speed).
+    #[arg(long)]
+    pub stream_model: Option<PathBuf>,
+    /// Measure the per-token callback on the tiny rehearsal model too (a token takes
+    /// microseconds there, the worst case for per-token work).
+    #[arg(long)]
+    pub tiny: bool,
     /// CPU threads for llama.cpp (default: all cores).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -36,6 +45,11 @@ pub struct ScoreBenchArgs {
 pub fn run(args: ScoreBenchArgs) -> anyhow::Result<()> {
     let opts = BenchOptions {
         model: args.model.clone(),
+        stream_model: match (&args.stream_model, args.tiny) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => None,
+            (None, false) => Some(super::bench::bench_model()?),
+        },
         requests: args.requests,
         stream_tokens: args.tokens,
         reloads: args.reloads,

@@ -62,38 +62,30 @@ pub fn bare_batched_decode(
     let tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
     let mut batch = LlamaBatch::new(512, streams as i32);
     let mut samplers: Vec<_> = (0..streams).map(|_| LlamaSampler::greedy()).collect();
-    let mut logits_at = vec![0i32; streams];
-    for s in 0..streams {
+    let mut last = vec![0i32; streams];
+    let end = tokens.len() - 1;
+    for (s, (tok, sampler)) in last.iter_mut().zip(&mut samplers).enumerate() {
         batch.clear();
-        let last = tokens.len() - 1;
         for (i, t) in tokens.iter().enumerate() {
             batch
-                .add(*t, i as i32, &[s as i32], i == last)
+                .add(*t, i as i32, &[s as i32], i == end)
                 .expect("prompt fits");
         }
         ctx.decode(&mut batch).map_err(decode_err)?;
-        let tok = samplers[s].sample(&ctx, batch.n_tokens() - 1);
-        logits_at[s] = tok.0;
+        *tok = sampler.sample(&ctx, batch.n_tokens() - 1).0;
     }
-    let mut pos = tokens.len() as i32;
     let started = Instant::now();
-    for _ in 0..n_tokens {
+    for pos in (tokens.len() as i32..).take(n_tokens) {
         batch.clear();
-        for s in 0..streams {
+        for (s, &tok) in last.iter().enumerate() {
             batch
-                .add(
-                    llama_cpp_2::token::LlamaToken(logits_at[s]),
-                    pos,
-                    &[s as i32],
-                    true,
-                )
+                .add(llama_cpp_2::token::LlamaToken(tok), pos, &[s as i32], true)
                 .expect("one token per stream fits");
         }
         ctx.decode(&mut batch).map_err(decode_err)?;
-        for s in 0..streams {
-            logits_at[s] = samplers[s].sample(&ctx, s as i32).0;
+        for (s, (tok, sampler)) in last.iter_mut().zip(&mut samplers).enumerate() {
+            *tok = sampler.sample(&ctx, s as i32).0;
         }
-        pos += 1;
     }
     Ok((n_tokens * streams) as f64 / started.elapsed().as_secs_f64())
 }
@@ -139,16 +131,14 @@ pub fn bare_decode(
     };
     ctx.decode(&mut batch).map_err(decode_err)?;
     let mut sampler = LlamaSampler::greedy();
-    let mut pos = tokens.len() as i32;
     let mut started = None;
-    for i in 0..n_tokens {
+    for (i, pos) in (tokens.len() as i32..).take(n_tokens).enumerate() {
         let tok = sampler.sample(&ctx, batch.n_tokens() - 1);
         if i == 0 {
             started = Some(Instant::now());
         }
         batch.clear();
         batch.add(tok, pos, &[0], true).expect("one token fits");
-        pos += 1;
         ctx.decode(&mut batch).map_err(decode_err)?;
     }
     let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);

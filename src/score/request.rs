@@ -65,13 +65,25 @@ pub struct Answer {
     pub elapsed_ms: f64,
 }
 
-/// The text a request streamed so far.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Written(Arc<Mutex<Option<String>>>);
+/// The text a request streamed so far, and its sink. The sink is closed when the
+/// request ends (this value is dropped), even though the Lua `write` function that
+/// holds it may live on in the VM until the garbage collector runs: whoever reads the
+/// stream sees its end at once.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    text: Arc<Mutex<Option<String>>>,
+    sink: Arc<Mutex<Option<TextSink>>>,
+}
 
 impl Written {
     pub(crate) fn take(&self) -> Option<String> {
-        self.0.lock().unwrap().take()
+        self.text.lock().unwrap().take()
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        self.sink.lock().unwrap().take();
     }
 }
 
@@ -105,8 +117,11 @@ pub(crate) fn to_lua(
     }
     t.set("stream", request.stream)?;
 
-    let written = Written::default();
-    let w = written.clone();
+    let written = Written {
+        text: Arc::default(),
+        sink: Arc::new(Mutex::new(sink)),
+    };
+    let (text_slot, sink_slot) = (written.text.clone(), written.sink.clone());
     let write = lua.create_function(move |_, (_this, parts): (Value, MultiValue)| {
         let mut text = String::new();
         for p in parts {
@@ -122,10 +137,11 @@ pub(crate) fn to_lua(
                 }
             }
         }
-        if let Some(sink) = &sink {
+        if let Some(sink) = sink_slot.lock().unwrap().as_ref() {
             let _ = sink.send(text.clone());
         }
-        w.0.lock()
+        text_slot
+            .lock()
             .unwrap()
             .get_or_insert_with(String::new)
             .push_str(&text);

@@ -1,15 +1,18 @@
 //! Model references in scores → files on disk. Local paths resolve against the score's
-//! folder; `hf:` references resolve through the hub's cache.
+//! folder; `hf:` references resolve through the hub's cache (never the network: pulls
+//! are `orchestra pull`'s job).
 
 use std::path::{Path, PathBuf};
 
 use super::error::ScoreError;
+use crate::hub::{HubConfig, ModelRef, cached_path};
 
 /// The GGUF file a score's `model = "..."` names.
 ///
 /// Local paths (`~/` expanded, relative paths against `score_dir`) must exist.
-/// `hf:ORG/REPO/FILE.gguf` references (and huggingface.co URLs) must have been
-/// downloaded already: the error says to run `orchestra pull`.
+/// `hf:ORG/REPO/FILE.gguf` references (and huggingface.co URLs) resolve through the
+/// hub's cache, without network: a model not downloaded yet is an error that says to
+/// run `orchestra pull`.
 pub fn resolve_model(reference: &str, score_dir: &Path) -> Result<PathBuf, ScoreError> {
     let r = reference.trim();
     if r.is_empty() {
@@ -17,28 +20,28 @@ pub fn resolve_model(reference: &str, score_dir: &Path) -> Result<PathBuf, Score
             "`model` is empty: give a GGUF path or an `hf:ORG/REPO/FILE.gguf` reference".into(),
         ));
     }
-    if r.starts_with("hf:") || r.starts_with("https://") || r.starts_with("http://") {
-        return Err(ScoreError::Model(format!(
-            "model `{r}` is not downloaded yet: run `orchestra pull SCORE` first"
-        )));
+    let parsed = ModelRef::parse(r).map_err(|e| ScoreError::Model(e.to_string()))?;
+    match parsed {
+        ModelRef::Local(path) => {
+            let full = if path.is_absolute() {
+                path
+            } else {
+                score_dir.join(path)
+            };
+            if !full.is_file() {
+                return Err(ScoreError::Model(format!(
+                    "model file `{r}` does not exist (looked at `{}`): relative paths start at the score's folder",
+                    full.display()
+                )));
+            }
+            Ok(full)
+        }
+        hub => cached_path(&hub, &HubConfig::from_env()).ok_or_else(|| {
+            ScoreError::Model(format!(
+                "model `{r}` is not downloaded yet: run `orchestra pull SCORE` first"
+            ))
+        }),
     }
-    let path = if let Some(rest) = r.strip_prefix("~/") {
-        dirs::home_dir().unwrap_or_default().join(rest)
-    } else {
-        PathBuf::from(r)
-    };
-    let full = if path.is_absolute() {
-        path
-    } else {
-        score_dir.join(path)
-    };
-    if !full.is_file() {
-        return Err(ScoreError::Model(format!(
-            "model file `{r}` does not exist (looked at `{}`): relative paths start at the score's folder",
-            full.display()
-        )));
-    }
-    Ok(full)
 }
 
 #[cfg(test)]

@@ -31,6 +31,21 @@ pub(crate) const STDLIB: &[(&str, &str, &str)] = &[
         "stdlib/list.lua",
         include_str!("../../stdlib/list.lua"),
     ),
+    (
+        "orchestra.trace",
+        "stdlib/trace.lua",
+        include_str!("../../stdlib/trace.lua"),
+    ),
+    (
+        "orchestra.route",
+        "stdlib/route.lua",
+        include_str!("../../stdlib/route.lua"),
+    ),
+    (
+        "orchestra.arrange",
+        "stdlib/arrange.lua",
+        include_str!("../../stdlib/arrange.lua"),
+    ),
 ];
 
 const PRELUDE: &str = include_str!("prelude.lua");

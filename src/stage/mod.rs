@@ -79,24 +79,26 @@ pub enum StageError {
     #[error("no model named `{name}` on the stage (known: {known})")]
     Unknown { name: String, known: String },
     #[error(
-        "model `{name}` needs {need} (weights {weights} + KV cache {kv} + compute {compute}) but the memory budget is {budget}: raise the budget (`memory = ...`), lower `context` or `slots`, or pick a smaller quantisation"
+        "model `{name}` needs {} (weights {} + KV cache {} + compute {}) but the memory budget is {}: raise the budget (`memory = ...`), lower `context` or `slots`, or pick a smaller quantisation",
+        human_bytes(*need), human_bytes(*weights), human_bytes(*kv), human_bytes(*compute), human_bytes(*budget)
     )]
     TooLarge {
         name: String,
-        need: String,
-        weights: String,
-        kv: String,
-        compute: String,
-        budget: String,
+        need: u64,
+        weights: u64,
+        kv: u64,
+        compute: u64,
+        budget: u64,
     },
     #[error(
-        "no room for `{name}` ({need}) after waiting {waited_s}s: {used} of {budget} is held by {holders}; raise the budget or wait for them to finish"
+        "no room for `{name}` ({}) after waiting {waited_s}s: {} of {} is held by {holders}; raise the budget or wait for them to finish",
+        human_bytes(*need), human_bytes(*used), human_bytes(*budget)
     )]
     BudgetFull {
         name: String,
-        need: String,
-        used: String,
-        budget: String,
+        need: u64,
+        used: u64,
+        budget: u64,
         holders: String,
         waited_s: u64,
     },
@@ -334,11 +336,11 @@ impl Stage {
         if need > self.shared.config.budget {
             return Err(StageError::TooLarge {
                 name: name.into(),
-                need: human_bytes(need),
-                weights: human_bytes(fp.weights),
-                kv: human_bytes(fp.kv),
-                compute: human_bytes(fp.compute),
-                budget: human_bytes(self.shared.config.budget),
+                need,
+                weights: fp.weights,
+                kv: fp.kv,
+                compute: fp.compute,
+                budget: self.shared.config.budget,
             });
         }
         self.make_room(name, need).await?;
@@ -464,9 +466,9 @@ impl Stage {
                     {
                         return Err(StageError::BudgetFull {
                             name: name.into(),
-                            need: human_bytes(need),
-                            used: human_bytes(used),
-                            budget: human_bytes(budget),
+                            need,
+                            used,
+                            budget,
                             holders,
                             waited_s: self.shared.config.wait_for_room.as_secs(),
                         });

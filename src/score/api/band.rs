@@ -441,8 +441,7 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
 }
 
 fn is_hub_reference(r: &str) -> bool {
-    let r = r.trim();
-    r.starts_with("hf:") || r.starts_with("https://") || r.starts_with("http://")
+    crate::hub::ModelRef::parse(r).is_ok_and(|m| m.is_hub())
 }
 
 /// Names to leave out of `others`/`reviewer`: a model, a name, or a list of them.

@@ -1,0 +1,916 @@
+--- Arrangements: how the band plays one request together.
+---
+--- - `solo` — one instrument answers; when it fails to load or errors, the next
+---   instrument of its section steps in (fallback).
+--- - `comp` — background players each write short notes (context, pitfalls,
+---   suggestions) at the same time, under a token budget; the notes go into the
+---   soloist's prompt.
+--- - `review` — a reviewer that is never the author returns a verdict (approve, or a
+---   list of problems; a grammar keeps it to that JSON) and the author revises, for at
+---   most `rounds` rounds.
+--- - `jam` — every section answers in parallel and a leader merges the answers
+---   (mixture of agents).
+--- - `cascade` — a small model answers first; a larger one takes over whenever the
+---   reviewer rejects.
+--- - `perform` — the standard arrangement: route → comp → solo → review.
+---
+--- Every step is announced on the event bus (narration: "Mingus is reviewing Coltrane's
+--- solo") and recorded in the request's trace (`orchestra.trace`), which `answer`
+--- returns with the text.
+---
+--- ```lua
+--- local route   = require("orchestra.route")
+--- local arrange = require("orchestra.arrange")
+---
+--- perform = function(req)
+---   local section = route.pick(req)
+---   local soloist = arrange.lead(band, section)
+---   local notes   = arrange.comp(arrange.leads(band, { except = { section, "review" } }), req, { max_tokens = 96 })
+---   local draft   = assert(arrange.solo(band, section, req, { notes = notes }))
+---   draft         = arrange.review(draft, band:reviewer { ["not"] = soloist }, { rounds = 2 })
+---   return arrange.answer(req, draft)
+--- end
+--- ```
+---
+--- A *draft* is `{ text, player, section, model, band, notes }`: what `solo`, `jam` and
+--- `cascade` return and `review` improves. Functions that play return `nil, err` when
+--- every candidate failed, like `io.open`; misuse raises.
+---@class orchestra.arrange
+local arrange = {}
+
+local text = require("orchestra.text")
+local trace = require("orchestra.trace")
+
+local clock = orchestra.clock
+
+--- Sections whose instruments never play (router models: classifiers, embedders).
+--- `arrange.offstage.tuning = true` adds one.
+arrange.offstage = { routing = true }
+
+--- The GBNF grammar a reviewer's verdict must follow: `{"verdict":"approve"}` or
+--- `{"verdict":"revise","problems":["...", ...]}` (one to five problems, single spaces
+--- allowed around punctuation).
+arrange.VERDICT_GRAMMAR = [[
+root ::= "{" sp "\"verdict\"" sp ":" sp ( approve | revise ) sp "}"
+approve ::= "\"approve\""
+revise ::= "\"revise\"" sp "," sp "\"problems\"" sp ":" sp "[" sp problem ( sp "," sp problem ){0,4} sp "]"
+problem ::= "\"" char{1,200} "\""
+char ::= [^"\\\x00-\x1f] | "\\" ["\\/nt]
+sp ::= " "?
+]]
+
+---------------------------------------------------------------------------------------
+-- Players
+
+local function is_embedding(m)
+  -- Newer runtimes say so on the model; older ones raise on unknown fields.
+  local ok, v = pcall(function()
+    return m.embeddings
+  end)
+  return ok and v == true
+end
+
+local function is_model(v)
+  if type(v) ~= "userdata" then
+    return false
+  end
+  local ok, section = pcall(function()
+    return v.section
+  end)
+  return ok and type(section) == "string"
+end
+
+local function stage_name(name)
+  return (name:gsub("^%l", string.upper))
+end
+
+--- Whether an instrument plays (not a router model offstage, not an embedder).
+---@param m userdata
+---@return boolean
+function arrange.playable(m)
+  return not arrange.offstage[m.section] and not is_embedding(m)
+end
+
+-- A set of names from a model, a name, or a list of them.
+local function name_set(v)
+  local set = {}
+  if v == nil then
+    return set
+  end
+  if type(v) ~= "table" then
+    v = { v }
+  end
+  for _, x in ipairs(v) do
+    if type(x) == "string" then
+      set[x] = true
+    elseif is_model(x) then
+      set[x.name] = true
+    end
+  end
+  return set
+end
+
+local function section_set(v)
+  local set = {}
+  if type(v) == "string" then
+    set[v] = true
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do
+      if type(k) == "string" and x then
+        set[k] = true
+      elseif type(x) == "string" then
+        set[x] = true
+      end
+    end
+  end
+  return set
+end
+
+--- The instruments that play, in band order. Options: `not` (models or names to leave
+--- out), `section` (only this section).
+---@param band userdata
+---@param opts table|nil
+---@return userdata[]
+function arrange.players(band, opts)
+  opts = opts or {}
+  local skip = name_set(opts["not"])
+  local out = {}
+  for _, m in ipairs(band:members()) do
+    if arrange.playable(m) and not skip[m.name] and (opts.section == nil or m.section == opts.section) then
+      out[#out + 1] = m
+    end
+  end
+  return out
+end
+
+--- The first instrument of a section that plays, or nil.
+---@param band userdata
+---@param section string
+---@return userdata|nil
+function arrange.lead(band, section)
+  return arrange.players(band, { section = section })[1]
+end
+
+--- One lead per section, in the band's section order. Options: `except` — sections to
+--- leave out (a name, a list or a set); `not` — models to leave out.
+---@param band userdata
+---@param opts table|nil
+---@return userdata[]
+function arrange.leads(band, opts)
+  opts = opts or {}
+  local except = section_set(opts.except)
+  local skip = name_set(opts["not"])
+  local out = {}
+  for _, s in ipairs(band:sections()) do
+    if not except[s] and not arrange.offstage[s] then
+      for _, m in ipairs(arrange.players(band, { section = s })) do
+        if not skip[m.name] then
+          out[#out + 1] = m
+          break
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- A reviewer for `author`: the review section first, then anyone else who plays.
+local function pick_reviewer(band, exclude)
+  if not band then
+    return nil
+  end
+  local fallback
+  for _, m in ipairs(band:members()) do
+    if arrange.playable(m) and not exclude[m.name] then
+      if m.section == "review" then
+        return m
+      end
+      fallback = fallback or m
+    end
+  end
+  return fallback
+end
+
+---------------------------------------------------------------------------------------
+-- Prompts
+
+local function prompt_of(req)
+  if type(req) == "table" then
+    return req.prompt or ""
+  end
+  return tostring(req or "")
+end
+
+-- The request's conversation, copied.
+local function conversation(req)
+  if type(req) ~= "table" then
+    return { { role = "user", content = tostring(req or "") } }
+  end
+  local msgs = {}
+  for i, m in ipairs(req.messages or {}) do
+    msgs[i] = { role = m.role, content = m.content }
+  end
+  if #msgs == 0 then
+    msgs[1] = { role = "user", content = req.prompt or "" }
+  end
+  return msgs
+end
+
+-- The prompt table for `Model:generate`, carrying the client's limits.
+local function prompt_table(req, msgs)
+  local p = { messages = msgs }
+  if type(req) == "table" then
+    p.max_tokens = req.max_tokens
+    p.temperature = req.temperature
+  end
+  return p
+end
+
+--- The block of band notes the soloist reads: "Notes from the band ...".
+---@param notes table[]  from `arrange.comp`
+---@param max_chars integer|nil  per note (default 600)
+---@return string|nil
+function arrange.notes_text(notes, max_chars)
+  if type(notes) ~= "table" or #notes == 0 then
+    return nil
+  end
+  local lines = { "Notes from the band (background players; use what helps, ignore the rest):" }
+  for _, n in ipairs(notes) do
+    lines[#lines + 1] = ("- %s (%s): %s"):format(stage_name(n.player), n.section or "?", trace.clip(n.text, max_chars or 600))
+  end
+  return table.concat(lines, "\n")
+end
+
+-- The conversation with the notes appended to the last user message (not a system
+-- message, so the instrument keeps its own system prompt).
+local function with_notes(msgs, notes, max_chars)
+  local block = arrange.notes_text(notes, max_chars)
+  if not block then
+    return msgs
+  end
+  for i = #msgs, 1, -1 do
+    if msgs[i].role == "user" then
+      msgs[i] = { role = "user", content = msgs[i].content .. "\n\n" .. block }
+      return msgs
+    end
+  end
+  msgs[#msgs + 1] = { role = "user", content = block }
+  return msgs
+end
+
+-- Copies `opts.generate` (extra `Model:generate` options) and sets `max_tokens`.
+local function generation(opts, max_tokens)
+  local g = {}
+  if type(opts.generate) == "table" then
+    for k, v in pairs(opts.generate) do
+      g[k] = v
+    end
+  end
+  if max_tokens then
+    g.max_tokens = max_tokens
+  end
+  return g
+end
+
+-- One generation, timed and recorded in the trace; `text, details` or `nil, err`.
+local function play(req, m, role, prompt, gen, on_piece)
+  local started = trace.elapsed_ms(trace.of(req))
+  local t0 = clock()
+  local out, details
+  if on_piece then
+    out, details = m:stream(prompt, gen or {}, on_piece)
+  else
+    out, details = m:generate(prompt, gen)
+  end
+  local ms = (clock() - t0) * 1e3
+  if out then
+    trace.played(req, m.name, role, details, ms, started)
+  end
+  return out, details, ms
+end
+
+local function note_fallback(req, role, from, to, err)
+  local entry = { role = role, from = from, to = to, error = trace.clip(tostring(err), 300) }
+  trace.push(trace.of(req), "fallbacks", entry)
+  trace.emit(req, "fallback", { from = from, to = to, role = role })
+end
+
+---------------------------------------------------------------------------------------
+-- Solo
+
+--- One instrument answers the request. `who` is a section name (its instruments are
+--- tried in order) or a model (then the other instruments of its section, when `band`
+--- is given). Returns a draft, or `nil, err` when every candidate failed.
+---
+--- Options: `notes` (from `comp`, put into the prompt), `stream` (`true`: pieces go to
+--- `req:write`; a function: called with each piece), `max_tokens`, `generate` (more
+--- `Model:generate` options), `fallback = false` (no stand-ins), `note_chars`.
+---@param band userdata|nil
+---@param who string|userdata
+---@param req table|string
+---@param opts table|nil
+---@return table|nil draft, string|nil err
+function arrange.solo(band, who, req, opts)
+  opts = opts or {}
+  local candidates, section = {}, nil
+  if type(who) == "string" then
+    if not band then
+      error(("`arrange.solo`: section `%s` needs the band: `arrange.solo(band, %q, req)`"):format(who, who), 2)
+    end
+    section = who
+    candidates = arrange.players(band, { section = who })
+    if #candidates == 0 then
+      error(("`arrange.solo`: no instrument plays in section `%s`; add one with `band:add(name, { section = %q, ... })`"):format(who, who), 2)
+    end
+  elseif is_model(who) then
+    section = who.section
+    candidates[1] = who
+    if band then
+      for _, m in ipairs(arrange.players(band, { section = section, ["not"] = who })) do
+        candidates[#candidates + 1] = m
+      end
+    end
+  else
+    error(("`arrange.solo` needs a section name or a model as `who`, got %s"):format(type(who)), 2)
+  end
+  if opts.fallback == false then
+    candidates = { candidates[1] }
+  end
+  local role = opts.role or "solo"
+  local prompt = prompt_table(req, with_notes(conversation(req), opts.notes, opts.note_chars))
+  local gen = generation(opts, opts.max_tokens)
+  local on_piece
+  if opts.stream == true and type(req) == "table" and req.write then
+    on_piece = function(piece)
+      req:write(piece)
+    end
+  elseif type(opts.stream) == "function" then
+    on_piece = opts.stream
+  end
+  local t = trace.of(req)
+  local failures = {}
+  for i, m in ipairs(candidates) do
+    if i == 1 then
+      if opts.announce ~= false then
+        trace.emit(req, "solo", { player = m.name, section = m.section })
+      end
+    else
+      note_fallback(req, role, candidates[i - 1].name, m.name, failures[#failures].error)
+    end
+    local out, details, ms = play(req, m, role, prompt, gen, on_piece)
+    if out then
+      local draft = {
+        text = out,
+        player = m.name,
+        section = m.section,
+        model = m,
+        band = band,
+        request = req,
+        notes = opts.notes,
+        streamed = on_piece ~= nil,
+      }
+      if opts.record ~= false then
+        t.solo = {
+          player = m.name,
+          section = m.section,
+          tokens = details.completion_tokens,
+          prompt_tokens = details.prompt_tokens,
+          finish = details.finish_reason,
+          ms = trace.round(ms, 2),
+          notes = opts.notes and #opts.notes or 0,
+          failed = #failures > 0 and failures or nil,
+        }
+      end
+      return draft
+    end
+    failures[#failures + 1] = { player = m.name, error = trace.clip(tostring(details), 300) }
+  end
+  if opts.record ~= false then
+    t.solo = { section = section, failed = failures }
+  end
+  local why = {}
+  for _, f in ipairs(failures) do
+    why[#why + 1] = f.error
+  end
+  return nil, ("nobody in section `%s` could play: %s"):format(section, table.concat(why, "; "))
+end
+
+--- `model:solo(req, opts)`: `arrange.solo(opts.band, model, req, opts)`.
+function orchestra.Model:solo(req, opts)
+  opts = opts or {}
+  return arrange.solo(opts.band, self, req, opts)
+end
+
+---------------------------------------------------------------------------------------
+-- Comp
+
+local COMP_SYSTEM = "You are %s, playing %s in a band of AI models. Another player will answer "
+  .. "the request below; you are comping, so do not answer it yourself. In at most %d words, "
+  .. "write notes that would help: key context, pitfalls to avoid, suggestions. Terse bullet points."
+
+--- Background players write short notes about the request, all at the same time (one
+--- batch per model, models in parallel). Returns the notes in player order — `{ player,
+--- section, text, tokens }` — leaving out players that failed (recorded in the trace).
+---
+--- Options: `max_tokens` per note (default 96), `budget` (total tokens, shared out
+--- evenly), `prompt` (a system prompt with `%s` for name and section and `%d` for
+--- words, or `function(player, req) return messages end`), `generate`.
+---@param players userdata[]
+---@param req table|string
+---@param opts table|nil
+---@return table[] notes
+function arrange.comp(players, req, opts)
+  opts = opts or {}
+  if type(players) ~= "table" then
+    error(("`arrange.comp` needs a list of players first, got %s"):format(type(players)), 2)
+  end
+  local list = {}
+  for _, m in ipairs(players) do
+    if is_model(m) and arrange.playable(m) then
+      list[#list + 1] = m
+    end
+  end
+  if #list == 0 then
+    return {}
+  end
+  local per = opts.max_tokens or 96
+  if opts.budget then
+    per = math.min(per, opts.budget // #list)
+  end
+  per = math.max(1, math.floor(per))
+  local names = {}
+  for i, m in ipairs(list) do
+    names[i] = m.name
+  end
+  trace.emit(req, "comp", { players = names })
+  local prompt = prompt_of(req)
+  local t0 = clock()
+  local t = trace.of(req)
+  local parts = {}
+  for i, m in ipairs(list) do
+    parts[i] = function()
+      local msgs
+      if type(opts.prompt) == "function" then
+        msgs = opts.prompt(m, req)
+      else
+        local system = (opts.prompt or COMP_SYSTEM):format(stage_name(m.name), m.section, math.max(8, per * 2 // 3))
+        msgs = { { role = "system", content = system }, { role = "user", content = "Request:\n" .. prompt } }
+      end
+      local started = trace.elapsed_ms(t)
+      local out, details, ms = play(req, m, "comp", { messages = msgs }, generation(opts, per))
+      if not out then
+        return nil, details
+      end
+      return {
+        player = m.name,
+        section = m.section,
+        text = text.trim(out),
+        tokens = details.completion_tokens,
+        started_ms = trace.round(started, 2),
+        ms = trace.round(ms, 2),
+      }
+    end
+  end
+  local results, errors = orchestra.together(parts)
+  local notes, failed = {}, {}
+  for i, m in ipairs(list) do
+    local n = results[i]
+    if n then
+      notes[#notes + 1] = n
+    else
+      failed[#failed + 1] = { player = m.name, error = trace.clip(tostring(errors and errors[i]), 300) }
+    end
+  end
+  t.comp = {
+    players = names,
+    max_tokens = per,
+    budget = opts.budget,
+    notes = notes,
+    failed = failed,
+    ms = trace.round((clock() - t0) * 1e3, 2),
+  }
+  return notes
+end
+
+---------------------------------------------------------------------------------------
+-- Review
+
+local REVIEW_SYSTEM = "You are %s, the band's reviewer. Check the answer another player gave to "
+  .. 'the request. Reply with JSON only: {"verdict":"approve"} when it is correct and complete, '
+  .. 'otherwise {"verdict":"revise","problems":["..."]} with up to five short, concrete problems.'
+
+--- Reads a reviewer's reply: `{ verdict = "approve" }` or `{ verdict = "revise",
+--- problems = {...} }`. A reply that is not such JSON counts as approval (marked
+--- `unreadable`), so a confused reviewer never loops the band.
+---@param reply string
+---@return table
+function arrange.read_verdict(reply)
+  local v = orchestra.json.decode(reply or "")
+  if type(v) ~= "table" or type(v.verdict) ~= "string" then
+    return { verdict = "approve", unreadable = true, raw = trace.clip(reply or "", 200) }
+  end
+  if v.verdict == "approve" then
+    return { verdict = "approve" }
+  end
+  local problems = {}
+  if type(v.problems) == "table" then
+    for _, p in ipairs(v.problems) do
+      if type(p) == "string" then
+        problems[#problems + 1] = p
+      end
+    end
+  end
+  return { verdict = "revise", problems = problems }
+end
+
+-- One review: the verdict and the reviewer who gave it, trying other reviewers when
+-- one fails; nil when none could.
+local function review_once(req, draft, reviewer, round, opts)
+  local band = draft.band
+  local tried = { [draft.player] = true }
+  local prompt = {
+    messages = {
+      { role = "system", content = (opts.system or REVIEW_SYSTEM):format(stage_name(reviewer.name)) },
+      {
+        role = "user",
+        content = ("Request:\n%s\n\nAnswer by %s:\n%s"):format(prompt_of(draft.request or req), stage_name(draft.player), draft.text),
+      },
+    },
+  }
+  local gen = generation(opts, opts.max_tokens or 192)
+  gen.grammar = opts.grammar or arrange.VERDICT_GRAMMAR
+  if gen.temperature == nil and gen.greedy == nil then
+    gen.temperature = 0
+  end
+  gen.system = false
+  local r = reviewer
+  while r do
+    tried[r.name] = true
+    trace.emit(req, "review", { reviewer = r.name, author = draft.player, round = round })
+    local t0 = clock()
+    local reply, details = play(req, r, "review", prompt, gen)
+    if reply then
+      local v = arrange.read_verdict(reply)
+      v.reviewer = r.name
+      v.author = draft.player
+      v.round = round
+      v.ms = trace.round((clock() - t0) * 1e3, 2)
+      trace.emit(req, "verdict", { reviewer = r.name, verdict = v.verdict, round = round })
+      return v, r
+    end
+    local next_r = pick_reviewer(band, tried)
+    if next_r then
+      note_fallback(req, "review", r.name, next_r.name, details)
+      prompt.messages[1].content = (opts.system or REVIEW_SYSTEM):format(stage_name(next_r.name))
+    else
+      trace.push(trace.of(req), "fallbacks", { role = "review", from = r.name, error = trace.clip(tostring(details), 300) })
+    end
+    r = next_r
+  end
+  return nil
+end
+
+-- The reviewer to use for `draft`: `reviewer` unless it wrote the draft.
+local function resolve_reviewer(draft, reviewer)
+  if reviewer ~= nil and not is_model(reviewer) then
+    error(("`arrange.review`: the reviewer must be a model (or nil to pick one), got %s"):format(type(reviewer)), 3)
+  end
+  if reviewer and reviewer.name ~= draft.player then
+    return reviewer
+  end
+  if reviewer and not draft.band then
+    error(("`arrange.review`: %s cannot review its own draft; pass another reviewer, or a draft from `arrange.solo(band, ...)` so one can be picked"):format(reviewer.name), 3)
+  end
+  return pick_reviewer(draft.band, { [draft.player] = true })
+end
+
+--- A reviewer checks the draft; on "revise" its author rewrites it with the problems
+--- listed, and the new draft is reviewed again — at most `rounds` revisions. The
+--- reviewer is never the draft's author: pass nil (or the author) and one is picked
+--- from the band's review section, else any other instrument that plays. Returns the
+--- final draft (with `verdict`: the last verdict).
+---
+--- Options: `rounds` (default 2), `max_tokens` for the verdict (default 192),
+--- `revise_tokens` for a revision, `grammar` and `system` (the reviewer's), `generate`.
+---@param draft table
+---@param reviewer userdata|nil
+---@param opts table|nil
+---@return table draft
+function arrange.review(draft, reviewer, opts)
+  opts = opts or {}
+  if type(draft) ~= "table" or type(draft.text) ~= "string" then
+    error("`arrange.review` needs a draft from `arrange.solo` (a table with `text` and `player`) first", 2)
+  end
+  local req = draft.request
+  local rounds = opts.rounds or 2
+  local r = resolve_reviewer(draft, reviewer)
+  local t = trace.of(req)
+  if not r then
+    trace.push(t, "reviews", { author = draft.player, verdict = "skipped", why = "nobody else in the band can review" })
+    return draft
+  end
+  for round = 1, math.max(1, rounds) do
+    local v, by = review_once(req, draft, r, round, opts)
+    if not v then
+      trace.push(t, "reviews", { round = round, author = draft.player, verdict = "skipped", why = "every reviewer failed" })
+      break
+    end
+    trace.push(t, "reviews", v)
+    draft.verdict = v
+    if v.verdict == "approve" or round > rounds then
+      break
+    end
+    -- The author plays it again with the problems in front of it.
+    local listed = {}
+    for i, p in ipairs(v.problems or {}) do
+      listed[i] = "- " .. p
+    end
+    if #listed == 0 then
+      listed[1] = "- (no details given)"
+    end
+    local msgs = with_notes(conversation(req), draft.notes, opts.note_chars)
+    msgs[#msgs + 1] = { role = "assistant", content = draft.text }
+    msgs[#msgs + 1] = {
+      role = "user",
+      content = ("%s reviewed your answer and found these problems:\n%s\nWrite the whole answer again with them fixed. Reply with the answer only."):format(
+        stage_name(v.reviewer),
+        table.concat(listed, "\n")
+      ),
+    }
+    trace.emit(req, "revise", { player = draft.player, round = round })
+    local out, details, ms = play(req, draft.model, "revise", prompt_table(req, msgs), generation(opts, opts.revise_tokens))
+    if not out then
+      trace.push(t, "revisions", { round = round, player = draft.player, error = trace.clip(tostring(details), 300) })
+      break
+    end
+    trace.push(t, "revisions", { round = round, player = draft.player, tokens = details.completion_tokens, ms = trace.round(ms, 2) })
+    draft.text = out
+    draft.streamed = false
+    draft.revisions = round
+    r = by
+  end
+  return draft
+end
+
+---------------------------------------------------------------------------------------
+-- Jam
+
+local MERGE_SYSTEM = "You are %s, leading the band. Several players answered the same request. "
+  .. "Merge their answers into one answer that keeps the best of each and fixes their mistakes. "
+  .. "Reply with the merged answer only."
+
+--- Every section answers at the same time, then a leader merges the answers (mixture
+--- of agents). Returns a draft by the leader (`parts`: what each player said), or
+--- `nil, err` when nobody could play.
+---
+--- Options: `players` (default: one lead per section, except review), `leader` (a model
+--- or a section name; default the first player), `max_tokens` per part, `generate`.
+---@param band userdata
+---@param req table|string
+---@param opts table|nil
+---@return table|nil draft, string|nil err
+function arrange.jam(band, req, opts)
+  opts = opts or {}
+  local players = opts.players or arrange.leads(band, { except = { "review" } })
+  if #players == 0 then
+    error("`arrange.jam`: nobody to play; the band needs instruments in its sections", 2)
+  end
+  local names = {}
+  for i, m in ipairs(players) do
+    names[i] = m.name
+  end
+  local t = trace.of(req)
+  trace.emit(req, "jam", { players = names })
+  local prompt = prompt_table(req, conversation(req))
+  local gen = generation(opts, opts.max_tokens)
+  local fns = {}
+  for i, m in ipairs(players) do
+    fns[i] = function()
+      local out, details = play(req, m, "jam", prompt, gen)
+      if not out then
+        return nil, details
+      end
+      return { player = m.name, section = m.section, text = out, tokens = details.completion_tokens }
+    end
+  end
+  local results, errors = orchestra.together(fns)
+  local parts, failed = {}, {}
+  for i, m in ipairs(players) do
+    if results[i] then
+      parts[#parts + 1] = results[i]
+    else
+      failed[#failed + 1] = { player = m.name, error = trace.clip(tostring(errors and errors[i]), 300) }
+    end
+  end
+  t.jam = { players = names, failed = failed }
+  if #parts == 0 then
+    return nil, "every player of the jam failed"
+  end
+  -- The leader, then the other players as stand-ins.
+  local leader = opts.leader
+  if type(leader) == "string" then
+    leader = arrange.lead(band, leader)
+  end
+  leader = leader or players[1]
+  local order = { leader }
+  for _, m in ipairs(players) do
+    if m.name ~= leader.name then
+      order[#order + 1] = m
+    end
+  end
+  local answers = {}
+  for i, p in ipairs(parts) do
+    answers[i] = ("### %s (%s)\n%s"):format(stage_name(p.player), p.section, p.text)
+  end
+  local merge_prompt = prompt_table(req, {
+    { role = "system", content = MERGE_SYSTEM:format(stage_name(leader.name)) },
+    { role = "user", content = ("Request:\n%s\n\nAnswers:\n\n%s"):format(prompt_of(req), table.concat(answers, "\n\n")) },
+  })
+  local last_err
+  for i, m in ipairs(order) do
+    if i == 1 then
+      trace.emit(req, "merge", { leader = m.name })
+    else
+      note_fallback(req, "merge", order[i - 1].name, m.name, last_err)
+    end
+    merge_prompt.messages[1].content = MERGE_SYSTEM:format(stage_name(m.name))
+    local out, details, ms = play(req, m, "merge", merge_prompt, generation(opts, opts.merge_tokens))
+    if out then
+      local summary = {}
+      for j, p in ipairs(parts) do
+        summary[j] = { player = p.player, section = p.section, tokens = p.tokens, text = trace.clip(p.text, 400) }
+      end
+      t.jam.parts = summary
+      t.jam.leader = m.name
+      t.jam.merge = { tokens = details.completion_tokens, prompt_tokens = details.prompt_tokens, ms = trace.round(ms, 2) }
+      return {
+        text = out,
+        player = m.name,
+        section = m.section,
+        model = m,
+        band = band,
+        request = req,
+        parts = parts,
+      }
+    end
+    last_err = details
+  end
+  return nil, "nobody could merge the jam: " .. tostring(last_err)
+end
+
+---------------------------------------------------------------------------------------
+-- Cascade
+
+--- The smallest player answers first; a reviewer checks; when it asks for a revision
+--- the next (larger) player takes over, up to the last, whose answer stands. A player
+--- that fails hands over at once. Returns the draft that stood (`escalations`: how
+--- many hand-overs), or `nil, err` when nobody could play.
+---
+--- Options: `reviewer` (never the author; default one from the band per step),
+--- `notes`, `max_tokens`, `generate`, and the review's `grammar`/`system`.
+---@param band userdata
+---@param players (userdata|string)[]  models or section names, smallest first
+---@param req table|string
+---@param opts table|nil
+---@return table|nil draft, string|nil err
+function arrange.cascade(band, players, req, opts)
+  opts = opts or {}
+  if type(players) ~= "table" or #players == 0 then
+    error("`arrange.cascade` needs a list of players, smallest first: `arrange.cascade(band, { band.ella, band.monk }, req)`", 2)
+  end
+  local list = {}
+  for i, p in ipairs(players) do
+    if type(p) == "string" then
+      list[i] = arrange.lead(band, p) or error(("`arrange.cascade`: no instrument plays in section `%s`"):format(p), 2)
+    elseif is_model(p) then
+      list[i] = p
+    else
+      error(("`arrange.cascade`: player %d must be a model or a section name, got %s"):format(i, type(p)), 2)
+    end
+  end
+  local t = trace.of(req)
+  local steps = {}
+  t.cascade = { players = {}, steps = steps, escalations = 0 }
+  for i, m in ipairs(list) do
+    t.cascade.players[i] = m.name
+  end
+  local last_err
+  for i, m in ipairs(list) do
+    local draft, err = arrange.solo(band, m, req, {
+      notes = opts.notes,
+      fallback = false,
+      max_tokens = opts.max_tokens,
+      generate = opts.generate,
+      record = false,
+    })
+    local step = { player = m.name }
+    steps[#steps + 1] = step
+    local is_last = i == #list
+    if not draft then
+      step.error = trace.clip(tostring(err), 300)
+      last_err = err
+      if not is_last then
+        t.cascade.escalations = t.cascade.escalations + 1
+        trace.emit(req, "escalate", { from = m.name, to = list[i + 1].name, why = "failed" })
+      end
+    else
+      draft.request = req
+      if is_last then
+        step.verdict = "final"
+        draft.escalations = t.cascade.escalations
+        t.solo = { player = m.name, section = m.section }
+        return draft
+      end
+      local r = resolve_reviewer(draft, opts.reviewer)
+      local v = r and review_once(req, draft, r, i, opts)
+      if v then
+        trace.push(t, "reviews", v)
+        step.verdict = v.verdict
+        step.reviewer = v.reviewer
+        step.problems = v.problems
+      else
+        step.verdict = "unreviewed"
+      end
+      if not v or v.verdict == "approve" then
+        draft.verdict = v
+        draft.escalations = t.cascade.escalations
+        t.solo = { player = m.name, section = m.section }
+        return draft
+      end
+      t.cascade.escalations = t.cascade.escalations + 1
+      trace.emit(req, "escalate", { from = m.name, to = list[i + 1].name, why = "rejected" })
+    end
+  end
+  return nil, "every player of the cascade failed: " .. tostring(last_err)
+end
+
+---------------------------------------------------------------------------------------
+-- Answer and the standard arrangement
+
+--- The answer `perform` returns: the text (also written to `req:write` unless it was
+--- streamed already), who played, and the finished trace.
+---@param req table|string
+---@param draft table
+---@return table `{ text, player, section, trace }`
+function arrange.answer(req, draft)
+  if type(draft) ~= "table" or type(draft.text) ~= "string" then
+    error("`arrange.answer` needs a draft (a table with `text`), got " .. type(draft), 2)
+  end
+  local t = trace.of(req)
+  t.answer = { player = draft.player, section = draft.section, chars = #draft.text, revisions = draft.revisions }
+  if not draft.streamed and type(req) == "table" and req.write then
+    req:write(draft.text)
+  end
+  return { text = draft.text, player = draft.player, section = draft.section, trace = trace.finish(req) }
+end
+
+--- The standard arrangement: route the request to a section, let the leads of the
+--- other sections comp, the section's lead solo (with fallback), a reviewer check it,
+--- and answer with the trace.
+---
+--- Options: `router` (default: the rules declared last), `comp` (`comp` options, or
+--- false; `players` overrides who comps), `review` (`review` options with `reviewer`,
+--- or false), `solo` (`solo` options).
+---@param band userdata
+---@param req table
+---@param opts table|nil
+---@return table answer
+function arrange.perform(band, req, opts)
+  opts = opts or {}
+  local section
+  if opts.router then
+    section = opts.router:pick(req)
+  else
+    section = require("orchestra.route").pick(req)
+  end
+  if not arrange.lead(band, section) then
+    error(("`arrange.perform`: the router picked section `%s`, where no instrument plays"):format(section), 2)
+  end
+  local notes
+  if opts.comp ~= false then
+    local comp = opts.comp or {}
+    local players = comp.players or arrange.leads(band, { except = { section, "review" } })
+    notes = arrange.comp(players, req, comp)
+  end
+  local reviewing = opts.review ~= false
+  local solo = {}
+  for k, v in pairs(opts.solo or {}) do
+    solo[k] = v
+  end
+  solo.notes = notes
+  if solo.stream == nil then
+    solo.stream = not reviewing
+  end
+  local draft, err = arrange.solo(band, section, req, solo)
+  if not draft then
+    error(err, 0)
+  end
+  draft.request = req
+  if reviewing then
+    local review = opts.review or {}
+    draft = arrange.review(draft, review.reviewer, review)
+  end
+  return arrange.answer(req, draft)
+end
+
+return arrange
