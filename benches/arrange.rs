@@ -61,21 +61,22 @@ local band = orchestra.band {{ memory = "8GiB" }}
 {members}
 local players = {players}
 local opts = {{ max_tokens = {TOKENS}, generate = {{ ignore_eos = true }} }}
+-- The same request either way (a plain table: `comp` only needs `prompt`).
+local function request() return {{ prompt = "write a function that reverses a string, and explain it" }} end
 return {{ perform = function(req)
   for _, m in ipairs(players) do assert(m:load()) end
   if req.prompt == "warm up" then
-    arrange.comp(players, req, opts)
+    arrange.comp(players, request(), opts)
     return {{}}
   end
   local t0 = orchestra.clock()
   if req.prompt == "comp" then
-    local notes = arrange.comp(players, req, opts)
+    local notes = arrange.comp(players, request(), opts)
     assert(#notes == #players, "every player comped")
   else
     -- The same three generations (same prompts, same budget), one after another.
     for _, m in ipairs(players) do
-      local msgs = {{ {{ role = "system", content = ("You are %s, playing %s in a band of AI models. Another player will answer the request below; you are comping, so do not answer it yourself. In at most %d words, write notes that would help: key context, pitfalls to avoid, suggestions. Terse bullet points."):format(m.name, m.section, {TOKENS} * 2 // 3) }},
-                      {{ role = "user", content = "Request:\n" .. req.prompt }} }}
+      local msgs = arrange.comp_messages(m, request(), {TOKENS})
       assert(m:generate({{ messages = msgs }}, {{ max_tokens = {TOKENS}, ignore_eos = true }}))
     end
   end
@@ -271,6 +272,20 @@ fn run() {
         let (s, c) = comp_vs_sequential(&dir, "three", &three, "{ band.monk, band.ella, band.bird }").await;
         println!(
             "  three ~160M instruments of their own  {:>10.0} ms   {:>7.0} ms   {:>6.2}x",
+            s, c, s / c
+        );
+        let solo_threads = ["monk", "ella", "bird"]
+            .iter()
+            .map(|n| {
+                format!(
+                    "band:add(\"{n}\", {{ model = {}, section = \"analysis\", context = 512, slots = 2, threads = 1, sampling = {{ temperature = 0 }} }})\n",
+                    lua_path(&bench)
+                )
+            })
+            .collect::<String>();
+        let (s, c) = comp_vs_sequential(&dir, "three_single", &solo_threads, "{ band.monk, band.ella, band.bird }").await;
+        println!(
+            "  three ~160M instruments, 1 thread each {:>9.0} ms   {:>7.0} ms   {:>6.2}x",
             s, c, s / c
         );
         println!();

@@ -5,7 +5,7 @@
 --   orchestra play --trace scores/cascade.lua "what is the capital of Australia?"
 local arrange = require("orchestra.arrange")
 
-local band = orchestra.band { memory = "10GiB", idle_unload = "10m" }
+local band = orchestra.band({ memory = "10GiB", idle_unload = "10m" })
 
 -- Smallest first: Chet Baker (Qwen2.5 0.5B), Miles (Llama 3.2 3B), Ella (Mistral 7B).
 band:add("chet", {

@@ -6,7 +6,7 @@
 --   orchestra play --trace scores/code_review.lua "write a function that parses ISO dates"
 local arrange = require("orchestra.arrange")
 
-local band = orchestra.band { memory = "8GiB", idle_unload = "10m" }
+local band = orchestra.band({ memory = "8GiB", idle_unload = "10m" })
 
 -- The coder: Qwen2.5-Coder 1.5B, precise at low temperature.
 band:add("coltrane", {

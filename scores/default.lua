@@ -11,14 +11,14 @@
 local route = require("orchestra.route")
 local arrange = require("orchestra.arrange")
 
-local band = orchestra.band {
+local band = orchestra.band({
   -- Above the sum of the footprints, nothing is ever unloaded; below it, the stage
   -- swaps idle models out (least recently used first).
   memory = "14GiB",
   idle_unload = "10m",
   -- `routing` holds the router models: they listen, they never play.
   sections = { "code", "creative", "analysis", "review", "routing" },
-}
+})
 
 -- code — John Coltrane: fast, precise, endless practice. Qwen2.5-Coder 1.5B.
 band:add("coltrane", {
@@ -117,15 +117,19 @@ local examples = {
   },
 }
 
--- First match wins.
+-- Words that settle it at once (whole words, any case).
+local CODE_WORDS = { "function", "compile", "stack trace", "bug", "regex", "python", "rust", "javascript", "sql" }
+local CREATIVE_WORDS = { "poem", "haiku", "lyrics", "limerick", "short story", "sonnet" }
+
+-- The routing rules: the first that matches decides.
 local router = route.rules({
-  { name = "code words", section = "code", when = route.keywords {
-    "function", "compile", "stack trace", "bug", "regex", "python", "rust", "javascript", "sql",
-  } },
-  { name = "a code block", section = "code", when = route.pattern("```", "%f[%w]def%s+[%w_]+%(", "%f[%w]fn%s+[%w_]+%(") },
-  { name = "creative words", section = "creative", when = route.keywords {
-    "poem", "haiku", "lyrics", "limerick", "short story", "sonnet",
-  } },
+  { name = "code words", when = route.keywords(CODE_WORDS), section = "code" },
+  {
+    name = "a code block",
+    when = route.pattern("```", "%f[%w]def%s+[%w_]+%(", "%f[%w]fn%s+[%w_]+%("),
+    section = "code",
+  },
+  { name = "creative words", when = route.keywords(CREATIVE_WORDS), section = "creative" },
   -- Below 0.25 cosine the nearest example is not near at all: let Basie decide.
   { name = "like the examples", when = route.semantic(band.duke, examples, { threshold = 0.25 }) },
   { name = "ask Basie", when = route.classifier(band.basie) },
@@ -150,7 +154,7 @@ return {
     local draft = assert(arrange.solo(band, section, req, { notes = notes }))
 
     -- Mingus (or, for his own solos, someone else) reviews; up to two revisions.
-    draft = arrange.review(draft, band:reviewer { ["not"] = soloist }, { rounds = 2 })
+    draft = arrange.review(draft, band:reviewer({ ["not"] = soloist }), { rounds = 2 })
     return arrange.answer(req, draft)
   end,
 }

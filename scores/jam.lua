@@ -6,7 +6,7 @@
 --   orchestra play --trace --narrate scores/jam.lua "how should a small team start with testing?"
 local arrange = require("orchestra.arrange")
 
-local band = orchestra.band { memory = "14GiB", idle_unload = "10m" }
+local band = orchestra.band({ memory = "14GiB", idle_unload = "10m" })
 
 band:add("coltrane", {
   model = "hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",

@@ -34,10 +34,20 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Describe a GGUF file: architecture, size, quantisation, template, footprint.
     Inspect(cli::inspect::InspectArgs),
+    /// Play one request through a score, streaming the answer (`--watch` replays it on every save).
+    ///
+    /// Example: orchestra play scores/default.lua --trace --narrate "why is the sky blue?"
+    Play(cli::play::PlayArgs),
+    /// Check scores without running a model: syntax, required fields, models, sections, footprints.
+    Check(cli::check::CheckArgs),
+    /// A Lua REPL with the score's band and the stdlib loaded (hot reload included).
+    Repl(cli::repl::ReplArgs),
     /// Play the offline rehearsal band (synthetic models written on first use).
     Rehearse(cli::rehearse::RehearseArgs),
     /// Measure decode throughput against a bare llama.cpp loop, 1 to 8 streams.
     Bench(cli::bench::BenchArgs),
+    /// Measure the Lua runtime against the engine called from Rust (overhead, callbacks, reload).
+    BenchScore(cli::score_bench::ScoreBenchArgs),
     /// Download models from Hugging Face: every model a score names, or references.
     ///
     /// References: `hf:org/repo/path/file.gguf`, `hf:org/repo:Q4_K_M` (the file of that
@@ -59,6 +69,11 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => cli::generate::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::BenchScore(a) => cli::score_bench::run(a),
+        Command::Play(a) => runtime().block_on(cli::play::run(a)),
+        Command::Check(a) => cli::check::run(a),
+        // Synchronous on purpose: readline must not run inside a runtime.
+        Command::Repl(a) => cli::repl::run(a),
         Command::Rehearse(a) => runtime().block_on(cli::rehearse::run(a)),
         Command::Pull(a) => runtime().block_on(orchestra::hub::cli::run_pull(a)),
         Command::Models(a) => runtime().block_on(orchestra::hub::cli::run_models(a)),

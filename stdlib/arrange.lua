@@ -236,7 +236,11 @@ function arrange.notes_text(notes, max_chars)
   end
   local lines = { "Notes from the band (background players; use what helps, ignore the rest):" }
   for _, n in ipairs(notes) do
-    lines[#lines + 1] = ("- %s (%s): %s"):format(stage_name(n.player), n.section or "?", trace.clip(n.text, max_chars or 600))
+    lines[#lines + 1] = ("- %s (%s): %s"):format(
+      stage_name(n.player),
+      n.section or "?",
+      trace.clip(n.text, max_chars or 600)
+    )
   end
   return table.concat(lines, "\n")
 end
@@ -320,7 +324,13 @@ function arrange.solo(band, who, req, opts)
     section = who
     candidates = arrange.players(band, { section = who })
     if #candidates == 0 then
-      error(("`arrange.solo`: no instrument plays in section `%s`; add one with `band:add(name, { section = %q, ... })`"):format(who, who), 2)
+      error(
+        ("`arrange.solo`: no instrument plays in section `%s`; add one with `band:add(name, { section = %q, ... })`"):format(
+          who,
+          who
+        ),
+        2
+      )
     end
   elseif is_model(who) then
     section = who.section
@@ -404,9 +414,29 @@ end
 ---------------------------------------------------------------------------------------
 -- Comp
 
-local COMP_SYSTEM = "You are %s, playing %s in a band of AI models. Another player will answer "
+local COMP_SYSTEM = "You are %s, the %s player in a band of AI models. Another player will answer "
   .. "the request below; you are comping, so do not answer it yourself. In at most %d words, "
   .. "write notes that would help: key context, pitfalls to avoid, suggestions. Terse bullet points."
+
+--- The messages a comp player gets: `opts.prompt` (a function, or a system prompt with
+--- `%s` for the player's name and section and `%d` for a word budget) and the request.
+---@param m userdata  the player
+---@param req table|string
+---@param max_tokens integer  the player's token budget
+---@param opts table|nil  `comp` options
+---@return table[] messages
+function arrange.comp_messages(m, req, max_tokens, opts)
+  opts = opts or {}
+  if type(opts.prompt) == "function" then
+    return opts.prompt(m, req)
+  end
+  local system = (opts.prompt or COMP_SYSTEM):format(
+    stage_name(m.name),
+    m.section,
+    math.max(8, math.floor(max_tokens * 2 / 3))
+  )
+  return { { role = "system", content = system }, { role = "user", content = "Request:\n" .. prompt_of(req) } }
+end
 
 --- Background players write short notes about the request, all at the same time (one
 --- batch per model, models in parallel). Returns the notes in player order — `{ player,
@@ -435,7 +465,7 @@ function arrange.comp(players, req, opts)
   end
   local per = opts.max_tokens or 96
   if opts.budget then
-    per = math.min(per, opts.budget // #list)
+    per = math.min(per, math.floor(opts.budget / #list))
   end
   per = math.max(1, math.floor(per))
   local names = {}
@@ -443,19 +473,12 @@ function arrange.comp(players, req, opts)
     names[i] = m.name
   end
   trace.emit(req, "comp", { players = names })
-  local prompt = prompt_of(req)
   local t0 = clock()
   local t = trace.of(req)
   local parts = {}
   for i, m in ipairs(list) do
     parts[i] = function()
-      local msgs
-      if type(opts.prompt) == "function" then
-        msgs = opts.prompt(m, req)
-      else
-        local system = (opts.prompt or COMP_SYSTEM):format(stage_name(m.name), m.section, math.max(8, per * 2 // 3))
-        msgs = { { role = "system", content = system }, { role = "user", content = "Request:\n" .. prompt } }
-      end
+      local msgs = arrange.comp_messages(m, req, per, opts)
       local started = trace.elapsed_ms(t)
       local out, details, ms = play(req, m, "comp", { messages = msgs }, generation(opts, per))
       if not out then
@@ -533,7 +556,11 @@ local function review_once(req, draft, reviewer, round, opts)
       { role = "system", content = (opts.system or REVIEW_SYSTEM):format(stage_name(reviewer.name)) },
       {
         role = "user",
-        content = ("Request:\n%s\n\nAnswer by %s:\n%s"):format(prompt_of(draft.request or req), stage_name(draft.player), draft.text),
+        content = ("Request:\n%s\n\nAnswer by %s:\n%s"):format(
+          prompt_of(draft.request or req),
+          stage_name(draft.player),
+          draft.text
+        ),
       },
     },
   }
@@ -563,7 +590,11 @@ local function review_once(req, draft, reviewer, round, opts)
       note_fallback(req, "review", r.name, next_r.name, details)
       prompt.messages[1].content = (opts.system or REVIEW_SYSTEM):format(stage_name(next_r.name))
     else
-      trace.push(trace.of(req), "fallbacks", { role = "review", from = r.name, error = trace.clip(tostring(details), 300) })
+      trace.push(
+        trace.of(req),
+        "fallbacks",
+        { role = "review", from = r.name, error = trace.clip(tostring(details), 300) }
+      )
     end
     r = next_r
   end
@@ -579,7 +610,12 @@ local function resolve_reviewer(draft, reviewer)
     return reviewer
   end
   if reviewer and not draft.band then
-    error(("`arrange.review`: %s cannot review its own draft; pass another reviewer, or a draft from `arrange.solo(band, ...)` so one can be picked"):format(reviewer.name), 3)
+    error(
+      ("`arrange.review`: %s cannot review its own draft; pass another reviewer, or a draft from `arrange.solo(band, ...)` so one can be picked"):format(
+        reviewer.name
+      ),
+      3
+    )
   end
   return pick_reviewer(draft.band, { [draft.player] = true })
 end
@@ -612,7 +648,11 @@ function arrange.review(draft, reviewer, opts)
   for round = 1, math.max(1, rounds) do
     local v, by = review_once(req, draft, r, round, opts)
     if not v then
-      trace.push(t, "reviews", { round = round, author = draft.player, verdict = "skipped", why = "every reviewer failed" })
+      trace.push(
+        t,
+        "reviews",
+        { round = round, author = draft.player, verdict = "skipped", why = "every reviewer failed" }
+      )
       break
     end
     trace.push(t, "reviews", v)
@@ -637,13 +677,26 @@ function arrange.review(draft, reviewer, opts)
         table.concat(listed, "\n")
       ),
     }
+    if not is_model(draft.model) then
+      trace.push(
+        t,
+        "revisions",
+        { round = round, player = draft.player, error = "the draft carries no model to revise it" }
+      )
+      break
+    end
     trace.emit(req, "revise", { player = draft.player, round = round })
-    local out, details, ms = play(req, draft.model, "revise", prompt_table(req, msgs), generation(opts, opts.revise_tokens))
+    local out, details, ms =
+      play(req, draft.model, "revise", prompt_table(req, msgs), generation(opts, opts.revise_tokens))
     if not out then
       trace.push(t, "revisions", { round = round, player = draft.player, error = trace.clip(tostring(details), 300) })
       break
     end
-    trace.push(t, "revisions", { round = round, player = draft.player, tokens = details.completion_tokens, ms = trace.round(ms, 2) })
+    trace.push(
+      t,
+      "revisions",
+      { round = round, player = draft.player, tokens = details.completion_tokens, ms = trace.round(ms, 2) }
+    )
     draft.text = out
     draft.streamed = false
     draft.revisions = round
@@ -724,7 +777,10 @@ function arrange.jam(band, req, opts)
   end
   local merge_prompt = prompt_table(req, {
     { role = "system", content = MERGE_SYSTEM:format(stage_name(leader.name)) },
-    { role = "user", content = ("Request:\n%s\n\nAnswers:\n\n%s"):format(prompt_of(req), table.concat(answers, "\n\n")) },
+    {
+      role = "user",
+      content = ("Request:\n%s\n\nAnswers:\n\n%s"):format(prompt_of(req), table.concat(answers, "\n\n")),
+    },
   })
   local last_err
   for i, m in ipairs(order) do
@@ -742,7 +798,8 @@ function arrange.jam(band, req, opts)
       end
       t.jam.parts = summary
       t.jam.leader = m.name
-      t.jam.merge = { tokens = details.completion_tokens, prompt_tokens = details.prompt_tokens, ms = trace.round(ms, 2) }
+      t.jam.merge =
+        { tokens = details.completion_tokens, prompt_tokens = details.prompt_tokens, ms = trace.round(ms, 2) }
       return {
         text = out,
         player = m.name,
@@ -776,7 +833,10 @@ end
 function arrange.cascade(band, players, req, opts)
   opts = opts or {}
   if type(players) ~= "table" or #players == 0 then
-    error("`arrange.cascade` needs a list of players, smallest first: `arrange.cascade(band, { band.ella, band.monk }, req)`", 2)
+    error(
+      "`arrange.cascade` needs a list of players, smallest first: `arrange.cascade(band, { band.ella, band.monk }, req)`",
+      2
+    )
   end
   local list = {}
   for i, p in ipairs(players) do

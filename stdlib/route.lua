@@ -81,7 +81,7 @@ end
 ---@return table matcher
 function route.keywords(words)
   if type(words) ~= "table" or #words == 0 then
-    error("`route.keywords` needs a list of words: `route.keywords { \"bug\", \"rust\" }`", 2)
+    error('`route.keywords` needs a list of words: `route.keywords { "bug", "rust" }`', 2)
   end
   local needles = {}
   for i, w in ipairs(words) do
@@ -115,7 +115,7 @@ end
 function route.pattern(...)
   local patterns = { ... }
   if #patterns == 0 then
-    error("`route.pattern` needs at least one Lua pattern: `route.pattern(\"```\")`", 2)
+    error('`route.pattern` needs at least one Lua pattern: `route.pattern("```")`', 2)
   end
   for i, p in ipairs(patterns) do
     if type(p) ~= "string" then
@@ -170,7 +170,10 @@ end
 ---@return table matcher
 function route.classifier(model, opts)
   if type(model) ~= "userdata" then
-    error(("`route.classifier` needs a model first (`route.classifier(band.basie, {...})`), got %s"):format(type(model)), 2)
+    error(
+      ("`route.classifier` needs a model first (`route.classifier(band.basie, {...})`), got %s"):format(type(model)),
+      2
+    )
   end
   opts = opts or {}
   local sections = opts.sections or { "code", "creative", "analysis" }
@@ -262,17 +265,28 @@ end
 ---@return table matcher
 function route.semantic(model, examples, opts)
   if type(model) ~= "userdata" then
-    error(("`route.semantic` needs an embedding model first (`route.semantic(band.duke, examples)`), got %s"):format(type(model)), 2)
+    error(
+      ("`route.semantic` needs an embedding model first (`route.semantic(band.duke, examples)`), got %s"):format(
+        type(model)
+      ),
+      2
+    )
   end
   if type(examples) ~= "table" or next(examples) == nil then
-    error("`route.semantic` needs example requests per section: `{ code = { \"fix this stack trace\" }, ... }`", 2)
+    error('`route.semantic` needs example requests per section: `{ code = { "fix this stack trace" }, ... }`', 2)
   end
   opts = opts or {}
   -- Sections in a fixed order, so ties and explanations are stable.
   local sections = {}
   for s, list in pairs(examples) do
     if type(s) ~= "string" or type(list) ~= "table" or #list == 0 then
-      error(("`route.semantic`: examples must map section names to lists of requests, got %s = %s"):format(tostring(s), type(list)), 2)
+      error(
+        ("`route.semantic`: examples must map section names to lists of requests, got %s = %s"):format(
+          tostring(s),
+          type(list)
+        ),
+        2
+      )
     end
     sections[#sections + 1] = s
   end
@@ -358,7 +372,11 @@ function route.semantic(model, examples, opts)
       similarity = trace.round(score, 4),
     }
     if self.threshold and score < self.threshold then
-      detail.why = ("nearest example %q is only %.3f similar (threshold %.3f)"):format(nearest[pick], score, self.threshold)
+      detail.why = ("nearest example %q is only %.3f similar (threshold %.3f)"):format(
+        nearest[pick],
+        score,
+        self.threshold
+      )
       return nil, detail.why, detail
     end
     detail.section = pick
@@ -377,7 +395,14 @@ local function check_section(band, section, where)
     for _, s in ipairs(band:sections()) do
       known[#known + 1] = "`" .. s .. "`"
     end
-    error(("%s: section `%s` has no instrument in the band (sections: %s)"):format(where, section, table.concat(known, ", ")), 3)
+    error(
+      ("%s: section `%s` has no instrument in the band (sections: %s)"):format(
+        where,
+        section,
+        table.concat(known, ", ")
+      ),
+      3
+    )
   end
 end
 
@@ -390,7 +415,10 @@ end
 ---@return table router  with `:pick(req)` and `:explain(req)`
 function route.rules(rules, opts)
   if type(rules) ~= "table" or #rules == 0 then
-    error("`route.rules` needs a list of rules: `route.rules { { when = route.keywords {...}, section = \"code\" }, { otherwise = \"analysis\" } }`", 2)
+    error(
+      '`route.rules` needs a list of rules: `route.rules { { when = route.keywords {...}, section = "code" }, { otherwise = "analysis" } }`',
+      2
+    )
   end
   opts = opts or {}
   local band = opts.band
@@ -402,13 +430,19 @@ function route.rules(rules, opts)
     end
     for k in pairs(r) do
       if k ~= "when" and k ~= "section" and k ~= "otherwise" and k ~= "name" then
-        error(("%s has no field `%s`; a rule has `when` and `section`, or `otherwise`, and an optional `name`"):format(where, tostring(k)), 2)
+        error(
+          ("%s has no field `%s`; a rule has `when` and `section`, or `otherwise`, and an optional `name`"):format(
+            where,
+            tostring(k)
+          ),
+          2
+        )
       end
     end
     local rule = { index = i, name = r.name }
     if r.otherwise ~= nil then
       if r.when ~= nil or r.section ~= nil then
-        error(("%s: `otherwise` stands alone (`{ otherwise = \"analysis\" }`)"):format(where), 2)
+        error(('%s: `otherwise` stands alone (`{ otherwise = "analysis" }`)'):format(where), 2)
       end
       if type(r.otherwise) ~= "string" then
         error(("%s: `otherwise` must be a section name, got %s"):format(where, type(r.otherwise)), 2)
@@ -434,13 +468,25 @@ function route.rules(rules, opts)
           return when:test(prompt, req)
         end
       else
-        error(("%s needs `when = route.keywords {...}` (or `route.pattern`, `route.classifier`, `route.semantic`, a function), or `otherwise = ...`; got `when` = %s"):format(where, type(when)), 2)
+        error(
+          ("%s needs `when = route.keywords {...}` (or `route.pattern`, `route.classifier`, `route.semantic`, a function), or `otherwise = ...`; got `when` = %s"):format(
+            where,
+            type(when)
+          ),
+          2
+        )
       end
       if r.section ~= nil and type(r.section) ~= "string" then
         error(("%s: `section` must be a section name, got %s"):format(where, type(r.section)), 2)
       end
       if r.section == nil and not (is_matcher(when) and when.decides) and type(when) ~= "function" then
-        error(("%s: a %s rule needs `section = ...` (only classifier and semantic rules name the section themselves)"):format(where, rule.kind), 2)
+        error(
+          ("%s: a %s rule needs `section = ...` (only classifier and semantic rules name the section themselves)"):format(
+            where,
+            rule.kind
+          ),
+          2
+        )
       end
       rule.section = r.section
     end
@@ -499,7 +545,7 @@ function Router:explain(req)
       break
     end
   end
-  decision = decision or { why = "no rule matched; end the rules with `{ otherwise = \"analysis\" }`" }
+  decision = decision or { why = 'no rule matched; end the rules with `{ otherwise = "analysis" }`' }
   decision.tried = tried
   decision.us = trace.round((clock() - t0) * 1e6, 1)
   return decision
@@ -509,7 +555,12 @@ end
 local function pick(router, req, level)
   local d = router:explain(req)
   if not d.section then
-    error(("`route.pick`: no rule matched %q: end the rules with `{ otherwise = \"analysis\" }`"):format(trace.clip(prompt_of(req), 60)), level + 1)
+    error(
+      ('`route.pick`: no rule matched %q: end the rules with `{ otherwise = "analysis" }`'):format(
+        trace.clip(prompt_of(req), 60)
+      ),
+      level + 1
+    )
   end
   if type(req) == "table" then
     trace.of(req).route = d

@@ -4,19 +4,8 @@
 
 mod arrange_support;
 
-// `src/cli/trace.rs` is compiled here on its own (with the two crate modules it uses),
-// so these tests run before the module is wired into `orchestra::cli`.
-mod events {
-    pub use orchestra::events::*;
-}
-mod narrate {
-    pub use orchestra::narrate::*;
-}
-#[path = "../src/cli/trace.rs"]
-#[allow(dead_code)]
-mod trace;
-
 use arrange_support::*;
+use orchestra::cli::trace;
 use orchestra::score::Request;
 
 const SONNY: &str = "fn reverse(s: &str) -> String { s.chars().rev().collect() }";

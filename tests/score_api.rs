@@ -628,3 +628,19 @@ async fn model_calls_yield_so_other_requests_play_meanwhile() {
     assert!(!slow.is_finished(), "the slow request is still generating");
     slow.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_model_unloads_after_the_bands_idle_unload() {
+    let out = play_json(
+        "idle_unload",
+        r#"local b = orchestra.band { memory = "1GiB", idle_unload = "100ms" }
+        local m = b:add("ella", { model = orchestra.rehearsal_model("ella"), section = "creative" })
+        m:generate("x", { max_tokens = 2 })
+        local right_after = b.stage:is_resident(m)
+        orchestra.sleep(0.6)
+        return { right_after = right_after, later = b.stage:is_resident(m) }"#,
+    )
+    .await;
+    assert_eq!(out["right_after"], true);
+    assert_eq!(out["later"], false);
+}

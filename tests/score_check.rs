@@ -19,11 +19,18 @@ async fn a_valid_score_reports_its_band_without_loading_a_model() {
     assert_eq!(band.memory, 2 << 30);
     let names: Vec<_> = band.instruments.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["coltrane", "ella", "monk", "mingus"]);
-    assert!(band.instruments.iter().all(|i| i.footprint.unwrap() > 0 && i.path.is_some()));
+    assert!(
+        band.instruments
+            .iter()
+            .all(|i| i.footprint.unwrap() > 0 && i.path.is_some())
+    );
     assert!(report.files[0].ends_with("valid/score.lua"));
     assert!(report.notes.is_empty(), "{:?}", report.notes);
     let shown = report.to_string();
-    assert!(shown.contains("is valid") && shown.contains("coltrane  code"), "{shown}");
+    assert!(
+        shown.contains("is valid") && shown.contains("coltrane  code"),
+        "{shown}"
+    );
     while let Ok(e) = events.try_recv() {
         assert!(!matches!(e.kind, EventKind::ModelLoading { .. }), "{e:?}");
     }
@@ -97,7 +104,10 @@ async fn broken_scores_are_refused_with_the_reason_and_the_line() {
             .await
             .expect_err(what);
         let msg = err.to_string();
-        assert!(msg.contains(expected), "{what}: expected “{expected}” in:\n{msg}");
+        assert!(
+            msg.contains(expected),
+            "{what}: expected “{expected}” in:\n{msg}"
+        );
     }
 }
 
@@ -123,7 +133,11 @@ async fn hub_models_not_downloaded_are_a_note_in_check_and_an_error_in_play() {
          return { perform = function() end }",
     );
     let report = check(ScoreSource::file(&path), options()).await.unwrap();
-    assert!(report.notes[0].contains("run `orchestra pull SCORE` first"), "{:?}", report.notes);
+    assert!(
+        report.notes[0].contains("run `orchestra pull SCORE` first"),
+        "{:?}",
+        report.notes
+    );
     assert!(report.bands[0].instruments[0].path.is_none());
     let err = Conductor::start(ScoreSource::file(&path), options())
         .await
@@ -147,7 +161,10 @@ async fn the_rehearsal_score_checks_and_plays_each_section() {
             ("please review my essay", "mingus"),
         ] {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let answer = c.perform_streaming(Request::prompt(prompt), tx).await.unwrap();
+            let answer = c
+                .perform_streaming(Request::prompt(prompt), tx)
+                .await
+                .unwrap();
             assert_eq!(answer.text, script(who), "{prompt}");
             let mut streamed = String::new();
             while let Ok(p) = rx.try_recv() {

@@ -69,14 +69,21 @@ async fn a_broken_edit_is_reported_and_the_old_score_keeps_playing() {
     assert!(!ev.ok);
     assert_eq!(ev.version, 1);
     let err = ev.error.unwrap();
-    assert!(err.contains("score.lua:11: unexpected symbol near '='"), "file and line: {err}");
+    assert!(
+        err.contains("score.lua:11: unexpected symbol near '='"),
+        "file and line: {err}"
+    );
     assert_eq!(answer(&c).await, "good 1", "the old version keeps playing");
 
     // Loads, but is not a score.
     std::fs::write(&path, "return { perform = 42 }").unwrap();
     let ev = next_reload(&mut rx).await;
     assert!(!ev.ok);
-    assert!(ev.error.unwrap().contains("must be a function `perform(req)`"));
+    assert!(
+        ev.error
+            .unwrap()
+            .contains("must be a function `perform(req)`")
+    );
     assert_eq!(answer(&c).await, "good 1");
 
     // Fails while loading, with a traceback.
@@ -88,7 +95,10 @@ async fn a_broken_edit_is_reported_and_the_old_score_keeps_playing() {
     let ev = next_reload(&mut rx).await;
     assert!(!ev.ok);
     let err = ev.error.unwrap();
-    assert!(err.contains("model file `missing.gguf` does not exist"), "{err}");
+    assert!(
+        err.contains("model file `missing.gguf` does not exist"),
+        "{err}"
+    );
     assert!(err.contains("stack traceback"), "{err}");
     assert_eq!(answer(&c).await, "good 1");
 
@@ -107,7 +117,12 @@ async fn a_broken_edit_is_reported_and_the_old_score_keeps_playing() {
     }
     assert_eq!(
         names,
-        ["score_reload_failed", "score_reload_failed", "score_reload_failed", "score_reloaded"]
+        [
+            "score_reload_failed",
+            "score_reload_failed",
+            "score_reload_failed",
+            "score_reloaded"
+        ]
     );
 }
 
@@ -142,7 +157,10 @@ async fn editing_a_required_file_reloads_the_score() {
     std::fs::write(dir.join("parts/tune.lua"), "return \"second tune\"").unwrap();
     let ev = next_reload(&mut rx).await;
     assert!(ev.ok, "{ev:?}");
-    assert!(ev.changed.iter().any(|p| p.ends_with("parts/tune.lua")), "{ev:?}");
+    assert!(
+        ev.changed.iter().any(|p| p.ends_with("parts/tune.lua")),
+        "{ev:?}"
+    );
     assert_eq!(answer(&c).await, "second tune");
 }
 
@@ -174,7 +192,10 @@ async fn models_stay_loaded_across_a_reload() {
     assert!(next_reload(&mut rx).await.ok);
     let second = c.perform(Request::prompt("x")).await.unwrap().data;
     assert_eq!(second["marker"], "b");
-    assert_eq!(second["was"], true, "the reloaded score found its model loaded");
+    assert_eq!(
+        second["was"], true,
+        "the reloaded score found its model loaded"
+    );
     assert_eq!(second["text"], script("coltrane"));
     while let Ok(e) = events.try_recv() {
         assert!(

@@ -27,12 +27,21 @@ async fn expressions_print_their_value_and_statements_run() {
     assert_eq!(values(s.feed("1 + 2", None).await), ["3"]);
     assert_eq!(values(s.feed("x = 41", None).await), Vec::<String>::new());
     assert_eq!(values(s.feed("x + 1", None).await), ["42"]);
-    assert_eq!(values(s.feed("\"hi\", nil, true", None).await), ["\"hi\"", "nil", "true"]);
     assert_eq!(
-        values(s.feed("{ a = 1, b = { 1, 2 }, [\"with space\"] = 0.5 }", None).await),
+        values(s.feed("\"hi\", nil, true", None).await),
+        ["\"hi\"", "nil", "true"]
+    );
+    assert_eq!(
+        values(
+            s.feed("{ a = 1, b = { 1, 2 }, [\"with space\"] = 0.5 }", None)
+                .await
+        ),
         ["{ a = 1, b = { 1, 2 }, [\"with space\"] = 0.5 }"]
     );
-    assert_eq!(values(s.feed("band.coltrane", None).await), ["Model(coltrane: code)"]);
+    assert_eq!(
+        values(s.feed("band.coltrane", None).await),
+        ["Model(coltrane: code)"]
+    );
     assert_eq!(s.feed("   ", None).await, ReplOutput::Nothing);
 }
 
@@ -42,7 +51,10 @@ async fn a_multi_line_function_continues_until_it_is_complete() {
     assert_eq!(s.prompt(), "> ");
     assert_eq!(s.feed("function twice(text)", None).await, ReplOutput::More);
     assert_eq!(s.prompt(), ">> ");
-    assert_eq!(s.feed("  local doubled = text .. text", None).await, ReplOutput::More);
+    assert_eq!(
+        s.feed("  local doubled = text .. text", None).await,
+        ReplOutput::More
+    );
     assert_eq!(s.feed("  return doubled", None).await, ReplOutput::More);
     assert_eq!(values(s.feed("end", None).await), Vec::<String>::new());
     assert_eq!(s.prompt(), "> ");
@@ -75,10 +87,17 @@ async fn completion_offers_globals_fields_and_methods() {
     for (line, start, expected) in cases {
         let (at, got) = s.complete(line, line.len()).await;
         let got: Vec<&str> = got.iter().map(String::as_str).collect();
-        assert_eq!((at, got.as_slice()), (*start, *expected), "completing `{line}`");
+        assert_eq!(
+            (at, got.as_slice()),
+            (*start, *expected),
+            "completing `{line}`"
+        );
     }
     let (_, methods) = s.complete("band.coltrane:", 14).await;
-    assert!(methods.contains(&"stream".to_string()) && !methods.contains(&"name".to_string()), "{methods:?}");
+    assert!(
+        methods.contains(&"stream".to_string()) && !methods.contains(&"name".to_string()),
+        "{methods:?}"
+    );
     let (_, members) = s.complete("band.", 5).await;
     for m in ["coltrane", "ella", "monk", "mingus", "lead", "together"] {
         assert!(members.contains(&m.to_string()), "{m} in {members:?}");
@@ -108,7 +127,10 @@ async fn async_model_calls_just_work_at_the_prompt_and_stream() {
         )
         .await,
     );
-    assert!(out[0].contains(script("ella")) && out[0].contains(script("monk")), "{out:?}");
+    assert!(
+        out[0].contains(script("ella")) && out[0].contains(script("monk")),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +141,10 @@ async fn errors_show_where_and_the_repl_goes_on() {
         other => panic!("an error, got {other:?}"),
     }
     match s.feed("band:lead(\"jazz\")", None).await {
-        ReplOutput::Error(e) => assert!(e.contains("repl:1: `band:lead`: `jazz` is not a section"), "{e}"),
+        ReplOutput::Error(e) => assert!(
+            e.contains("repl:1: `band:lead`: `jazz` is not a section"),
+            "{e}"
+        ),
         other => panic!("an error, got {other:?}"),
     }
     match s.feed("local = 1", None).await {
@@ -149,53 +174,96 @@ async fn ctrl_c_cancels_the_running_generation_not_the_repl() {
     s.reset();
     // The model is free again (no lease held), and the REPL answers.
     let conductor = s.conductor().clone();
-    eventually("the cancelled generation to release the model", Duration::from_secs(5), || {
-        let c = conductor.clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let mut s = ReplSession::new(c);
-                    matches!(s.feed("band.stage:resident()[1].playing", None).await,
+    eventually(
+        "the cancelled generation to release the model",
+        Duration::from_secs(5),
+        || {
+            let c = conductor.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async {
+                        let mut s = ReplSession::new(c);
+                        matches!(s.feed("band.stage:resident()[1].playing", None).await,
                         ReplOutput::Values(v) if v == ["0"])
-                })
-        })
-        .join()
-        .unwrap()
-    })
+                    })
+            })
+            .join()
+            .unwrap()
+        },
+    )
     .await;
-    assert_eq!(values(s.feed("band.coltrane:generate(\"y\", { max_tokens = 2 }) ~= nil", None).await), ["true"]);
+    assert_eq!(
+        values(
+            s.feed(
+                "band.coltrane:generate(\"y\", { max_tokens = 2 }) ~= nil",
+                None
+            )
+            .await
+        ),
+        ["true"]
+    );
 }
 
 #[tokio::test]
 async fn the_repl_picks_up_hot_reloads() {
-    let path = write_score("repl_reload", &format!("{PREAMBLE}\nreturn {{ marker = \"v1\", perform = function() end }}"));
+    let path = write_score(
+        "repl_reload",
+        &format!("{PREAMBLE}\nreturn {{ marker = \"v1\", perform = function() end }}"),
+    );
     let c = start(&path).await.unwrap();
     c.watch().await.unwrap();
     let mut rx = c.reloads();
     let mut s = ReplSession::new(c);
     assert_eq!(values(s.feed("score.marker", None).await), ["\"v1\""]);
-    std::fs::write(&path, format!("{PREAMBLE}\nreturn {{ marker = \"v2\", perform = function() end }}")).unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    std::fs::write(
+        &path,
+        format!("{PREAMBLE}\nreturn {{ marker = \"v2\", perform = function() end }}"),
+    )
+    .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(ev.ok);
     assert_eq!(values(s.feed("score.marker", None).await), ["\"v2\""]);
-    assert_eq!(orchestra::score::describe_reload(&ev).lines().next().unwrap(), format!("[score reloaded: version 2 in {:.0} ms]", ev.ms));
+    assert_eq!(
+        orchestra::score::describe_reload(&ev)
+            .lines()
+            .next()
+            .unwrap(),
+        format!("[score reloaded: version 2 in {:.0} ms]", ev.ms)
+    );
 }
 
 #[tokio::test]
 async fn the_repl_without_a_score_has_orchestra_and_the_stdlib() {
-    let c = Conductor::start(ScoreSource::Empty { dir: test_dir("no_score") }, options())
-        .await
-        .unwrap();
+    let c = Conductor::start(
+        ScoreSource::Empty {
+            dir: test_dir("no_score"),
+        },
+        options(),
+    )
+    .await
+    .unwrap();
     let mut s = ReplSession::new(c);
     assert_eq!(
-        values(s.feed("require(\"orchestra.text\").words(\"Blue Train\")", None).await),
+        values(
+            s.feed("require(\"orchestra.text\").words(\"Blue Train\")", None)
+                .await
+        ),
         ["{ \"blue\", \"train\" }"]
     );
     assert_eq!(values(s.feed("band", None).await), ["nil"]);
-    assert_eq!(values(s.feed("b = orchestra.band { memory = \"1GiB\" }", None).await), Vec::<String>::new());
+    assert_eq!(
+        values(
+            s.feed("b = orchestra.band { memory = \"1GiB\" }", None)
+                .await
+        ),
+        Vec::<String>::new()
+    );
     assert_eq!(
         values(
             s.feed("b:add(\"ella\", { model = orchestra.rehearsal_model(\"ella\"), section = \"creative\" }):generate(\"x\", { temperature = 0 })", None)
@@ -211,11 +279,16 @@ async fn commands_help_info_reload_and_quit() {
     assert!(matches!(s.feed(":help", None).await, ReplOutput::Message(m) if m.contains(":reload")));
     match s.feed(":info", None).await {
         ReplOutput::Message(m) => {
-            assert!(m.contains("version 1") && m.contains("coltrane (code)"), "{m}")
+            assert!(
+                m.contains("version 1") && m.contains("coltrane (code)"),
+                "{m}"
+            )
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(s.feed(":reload", None).await, ReplOutput::Message(m) if m.contains("version 2")));
+    assert!(
+        matches!(s.feed(":reload", None).await, ReplOutput::Message(m) if m.contains("version 2"))
+    );
     assert!(matches!(s.feed(":nope", None).await, ReplOutput::Error(_)));
     assert_eq!(s.feed(":quit", None).await, ReplOutput::Quit);
 }

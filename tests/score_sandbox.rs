@@ -11,28 +11,85 @@ use score_support::*;
 
 /// (what the score tries, what the error must say).
 const ESCAPES: &[(&str, &str)] = &[
-    (r#"os.execute("echo hi")"#, "`os.execute` is disabled in shared scores (it runs programs)"),
-    (r#"io.popen("ls")"#, "`io.popen` is disabled in shared scores (it runs programs)"),
-    (r#"io.open("/etc/passwd")"#, "`io.open`: `/etc/passwd` is outside the score's folder"),
-    (r#"io.open("../escape.txt", "w")"#, "is outside the score's folder"),
-    (r#"io.lines("/etc/passwd")"#, "`io.lines`: `/etc/passwd` is outside the score's folder"),
-    (r#"io.input("/etc/passwd")"#, "`io.input`: `/etc/passwd` is outside the score's folder"),
-    (r#"io.output("/tmp/orchestra-escape.txt")"#, "is outside the score's folder"),
-    (r#"package.loadlib("libc.so.6", "puts")"#, "`package.loadlib` is disabled in shared scores"),
-    (r#"require("socket.core")"#, "module `socket.core` not found"),
+    (
+        r#"os.execute("echo hi")"#,
+        "`os.execute` is disabled in shared scores (it runs programs)",
+    ),
+    (
+        r#"io.popen("ls")"#,
+        "`io.popen` is disabled in shared scores (it runs programs)",
+    ),
+    (
+        r#"io.open("/etc/passwd")"#,
+        "`io.open`: `/etc/passwd` is outside the score's folder",
+    ),
+    (
+        r#"io.open("../escape.txt", "w")"#,
+        "is outside the score's folder",
+    ),
+    (
+        r#"io.lines("/etc/passwd")"#,
+        "`io.lines`: `/etc/passwd` is outside the score's folder",
+    ),
+    (
+        r#"io.input("/etc/passwd")"#,
+        "`io.input`: `/etc/passwd` is outside the score's folder",
+    ),
+    (
+        r#"io.output("/tmp/orchestra-escape.txt")"#,
+        "is outside the score's folder",
+    ),
+    (
+        r#"package.loadlib("libc.so.6", "puts")"#,
+        "`package.loadlib` is disabled in shared scores",
+    ),
+    (
+        r#"require("socket.core")"#,
+        "module `socket.core` not found",
+    ),
     (r#"require("..secret")"#, "`..secret` is not a module name"),
-    (r#"loadfile("/etc/passwd")"#, "`loadfile` is disabled in shared scores"),
-    (r#"dofile("/etc/passwd")"#, "`dofile` is disabled in shared scores"),
-    (r#"string.dump(print)"#, "`string.dump` is disabled in shared scores"),
-    (r#"load("return 1", "x", "b")"#, "`load` accepts text chunks only in shared scores"),
-    (r#"os.getenv("HOME")"#, "`os.getenv` is disabled in shared scores"),
+    (
+        r#"loadfile("/etc/passwd")"#,
+        "`loadfile` is disabled in shared scores",
+    ),
+    (
+        r#"dofile("/etc/passwd")"#,
+        "`dofile` is disabled in shared scores",
+    ),
+    (
+        r#"string.dump(print)"#,
+        "`string.dump` is disabled in shared scores",
+    ),
+    (
+        r#"load("return 1", "x", "b")"#,
+        "`load` accepts text chunks only in shared scores",
+    ),
+    (
+        r#"os.getenv("HOME")"#,
+        "`os.getenv` is disabled in shared scores",
+    ),
     (r#"os.exit(1)"#, "`os.exit` is disabled in shared scores"),
-    (r#"os.remove("score.lua")"#, "`os.remove` is disabled in shared scores"),
-    (r#"os.rename("score.lua", "x.lua")"#, "`os.rename` is disabled in shared scores"),
-    (r#"setmetatable({}, { __gc = function() end })"#, "`__gc` finalizers are disabled in shared scores"),
+    (
+        r#"os.remove("score.lua")"#,
+        "`os.remove` is disabled in shared scores",
+    ),
+    (
+        r#"os.rename("score.lua", "x.lua")"#,
+        "`os.rename` is disabled in shared scores",
+    ),
+    (
+        r#"setmetatable({}, { __gc = function() end })"#,
+        "`__gc` finalizers are disabled in shared scores",
+    ),
     (r#"collectgarbage("stop")"#, "is disabled in shared scores"),
-    (r#"debug.getregistry()"#, "`debug.getregistry` is disabled in shared scores"),
-    (r#"debug.sethook()"#, "`debug.sethook` is disabled in shared scores"),
+    (
+        r#"debug.getregistry()"#,
+        "`debug.getregistry` is disabled in shared scores",
+    ),
+    (
+        r#"debug.sethook()"#,
+        "`debug.sethook` is disabled in shared scores",
+    ),
 ];
 
 #[tokio::test]
@@ -48,8 +105,14 @@ async fn every_escape_attempt_is_refused_with_a_clear_error() {
     let out = play_json("escapes", &body).await;
     for (i, (code, expected)) in ESCAPES.iter().enumerate() {
         let got = out[i].as_str().unwrap_or("");
-        assert!(got.contains(expected), "`{code}`: expected “{expected}”, got “{got}”");
-        assert!(got.contains("score.lua:"), "`{code}`: the error names the line: {got}");
+        assert!(
+            got.contains(expected),
+            "`{code}`: expected “{expected}”, got “{got}”"
+        );
+        assert!(
+            got.contains("score.lua:"),
+            "`{code}`: the error names the line: {got}"
+        );
     }
 }
 
@@ -114,20 +177,23 @@ fn limited() -> ScoreOptions {
 
 async fn start_limited(test: &str, body: &str) -> Conductor {
     let path = write_score(test, &score_with(body));
-    Conductor::start(ScoreSource::file(&path), limited()).await.unwrap()
+    Conductor::start(ScoreSource::file(&path), limited())
+        .await
+        .unwrap()
 }
 
 /// A score whose request `x` runs `runaway` and whose other requests answer "fine".
 fn runaway_score(runaway: &str) -> String {
-    format!(
-        "if req.prompt == \"x\" then\n{runaway}\nend\nreturn \"fine\""
-    )
+    format!("if req.prompt == \"x\" then\n{runaway}\nend\nreturn \"fine\"")
 }
 
 /// (name, the loop)
 const RUNAWAYS: &[(&str, &str)] = &[
     ("plain", "while true do end"),
-    ("pcall", "while true do pcall(function() while true do end end) end"),
+    (
+        "pcall",
+        "while true do pcall(function() while true do end end) end",
+    ),
     (
         "sort_comparator",
         "table.sort({ 3, 2, 1, 5, 4 }, function(a, b) while true do pcall(function() end) end end)",
@@ -177,11 +243,18 @@ async fn runaway_loops_are_stopped_and_the_next_request_is_served() {
 
 #[tokio::test]
 async fn a_runaway_loop_while_loading_fails_the_load() {
-    let path = write_score("runaway_load", &format!("while true do end\n{}", score_with("return 1")));
+    let path = write_score(
+        "runaway_load",
+        &format!("while true do end\n{}", score_with("return 1")),
+    );
     let err = Conductor::start(ScoreSource::file(&path), limited())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("loading the score used more than 200 ms"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("loading the score used more than 200 ms"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -215,7 +288,11 @@ async fn a_memory_bomb_is_stopped_and_the_next_request_is_served() {
         .unwrap();
     let err = c.perform(Request::prompt("x")).await.unwrap_err();
     assert!(matches!(err, ScoreError::Memory { .. }), "{err}");
-    assert!(err.to_string().contains("ran out of Lua memory (limit 64.0 MiB)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("ran out of Lua memory (limit 64.0 MiB)"),
+        "{err}"
+    );
     assert_eq!(c.perform(Request::prompt("y")).await.unwrap().text, "fine");
     assert_eq!(c.version(), 1, "garbage was enough; no restart needed");
 }

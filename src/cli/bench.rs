@@ -141,8 +141,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("load: cold {cold_ms:.0} ms (page cache dropped), warm {warm_ms:.0} ms");
     println!();
-    println!("| streams | bare loop tok/s | engine tok/s | engine / bare | engine vs 1 stream | engine wall tok/s |");
-    println!("|---------|-----------------|--------------|---------------|--------------------|-------------------|");
+    println!(
+        "| streams | bare loop tok/s | engine tok/s | engine / bare | engine vs 1 stream | engine wall tok/s |"
+    );
+    println!(
+        "|---------|-----------------|--------------|---------------|--------------------|-------------------|"
+    );
     let one = rows
         .iter()
         .find(|r| r.0 == 1)

@@ -2,9 +2,14 @@
 //! library the same way a Rust user would.
 
 pub mod bench;
+pub mod check;
 pub mod generate;
 pub mod inspect;
+pub mod play;
 pub mod rehearse;
+pub mod repl;
+pub mod score_bench;
+pub mod trace;
 
 use std::path::PathBuf;
 

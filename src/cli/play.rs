@@ -39,7 +39,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn parse_time(s: &str) -> Result<Duration, String> {
-    parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration: write it like 5s, 500ms or 2m"))
+    parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration: write it like 5s, 500ms or 2m"))
 }
 
 impl LimitArgs {
@@ -79,7 +80,12 @@ pub struct PlayArgs {
 }
 
 /// Plays one request: streamed text to stdout, events to stderr when asked.
-async fn play_once(conductor: &Conductor, prompt: &str, json: bool, events: bool) -> anyhow::Result<()> {
+async fn play_once(
+    conductor: &Conductor,
+    prompt: &str,
+    json: bool,
+    events: bool,
+) -> anyhow::Result<()> {
     let mut bus = conductor.events().subscribe();
     let show_events = events.then(|| {
         tokio::spawn(async move {
@@ -88,11 +94,14 @@ async fn play_once(conductor: &Conductor, prompt: &str, json: bool, events: bool
                     EventKind::Custom { name, data } => format!("[{name}] {data}"),
                     EventKind::GenerationStarted { model, .. } => format!("[{model} starts]"),
                     EventKind::GenerationFinished {
-                        model, tokens, tok_s, ..
+                        model,
+                        tokens,
+                        tok_s,
+                        ..
                     } => format!("[{model} done: {tokens} tokens, {tok_s:.0} tok/s]"),
-                    EventKind::ModelLoaded {
-                        model, load_ms, ..
-                    } => format!("[{model} loaded in {load_ms:.0} ms]"),
+                    EventKind::ModelLoaded { model, load_ms, .. } => {
+                        format!("[{model} loaded in {load_ms:.0} ms]")
+                    }
                     other => format!("[{other:?}]"),
                 };
                 eprintln!("{line}");

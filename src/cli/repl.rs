@@ -38,14 +38,19 @@ pub fn run(args: ReplArgs) -> anyhow::Result<()> {
             dir: std::env::current_dir()?,
         },
     };
-    let conductor = Conductor::start_blocking(source, options).with_context(|| match &args.score {
-        Some(p) => format!("loading score `{}`", p.display()),
-        None => "starting the REPL".into(),
-    })?;
+    let conductor =
+        Conductor::start_blocking(source, options).with_context(|| match &args.score {
+            Some(p) => format!("loading score `{}`", p.display()),
+            None => "starting the REPL".into(),
+        })?;
     if args.score.is_some() && !args.no_watch {
         rt.block_on(conductor.watch())?;
     }
-    let history = if args.no_history { None } else { history_path() };
+    let history = if args.no_history {
+        None
+    } else {
+        history_path()
+    };
     run_terminal(conductor, out, rt.handle(), history)?;
     Ok(())
 }

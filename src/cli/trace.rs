@@ -331,11 +331,7 @@ impl Narrator {
     /// Starts listening now: events emitted before this call are not narrated.
     /// `print` receives each line as it happens (e.g. print to stderr); `say` speaks it
     /// (a failing command is reported once on stderr, then left alone).
-    pub fn start(
-        bus: &EventBus,
-        say: Option<Speaker>,
-        mut print: Option<LinePrinter>,
-    ) -> Narrator {
+    pub fn start(bus: &EventBus, say: Option<Speaker>, mut print: Option<LinePrinter>) -> Narrator {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut rx = bus.subscribe();

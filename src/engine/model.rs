@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
@@ -130,6 +130,14 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// Whether the GGUF names its own pooling type (`{arch}.pooling_type`).
+fn declares_pooling(path: &Path) -> bool {
+    crate::synth::read_header(path).is_ok_and(|h| {
+        let arch = h.architecture().unwrap_or("llama").to_owned();
+        h.get_u64(&format!("{arch}.pooling_type")).is_some()
+    })
+}
+
 fn check_file(path: &Path) -> Result<(), EngineError> {
     if !path.exists() {
         return Err(EngineError::MissingFile(path.to_path_buf()));
@@ -201,7 +209,14 @@ impl Model {
                     .with_kv_unified(false)
                     .with_embeddings(options.embeddings);
                 if options.embeddings {
-                    cparams = cparams.with_n_ubatch(batch);
+                    // Use the pooling the GGUF declares (BERT-style embedding models do);
+                    // a model without one (a llama chat model) is mean-pooled.
+                    let pooling = if declares_pooling(&path) {
+                        LlamaPoolingType::Unspecified
+                    } else {
+                        LlamaPoolingType::Mean
+                    };
+                    cparams = cparams.with_pooling_type(pooling);
                 }
                 let ctx = match llama.new_context(backend(), cparams) {
                     Ok(c) => c,

@@ -377,7 +377,10 @@ impl fmt::Display for BenchReport {
             "| {:4} tokens                         | tok/s (wall) | decode tok/s | decode vs Rust |",
             self.stream_tokens
         )?;
-        writeln!(f, "|-------------------------------------|--------------|--------------|----------------|")?;
+        writeln!(
+            f,
+            "|-------------------------------------|--------------|--------------|----------------|"
+        )?;
         let (_, rd) = self.rust_stream;
         for (label, (w, d)) in [
             ("Rust: generate + finish            ", self.rust_stream),

@@ -150,6 +150,10 @@ pub fn run_terminal(
         let outcome = rt.block_on(async {
             let feed = session.feed(&line, Some(tx));
             tokio::pin!(feed);
+            // One listener for the whole evaluation: a signal that arrives while no
+            // listener exists is lost.
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
             loop {
                 tokio::select! {
                     out_ = &mut feed => {
@@ -163,7 +167,7 @@ pub fn run_terminal(
                         out.write(&t);
                         streamed = true;
                     }
-                    _ = tokio::signal::ctrl_c() => break None,
+                    _ = &mut ctrl_c => break None,
                 }
             }
         });

@@ -15,6 +15,9 @@ use super::request::TextSink;
 use crate::events::EventBus;
 use crate::stage::{Stage, StageConfig};
 
+/// The rehearsal band on disk: (name, section, path) per member.
+pub(crate) type RehearsalBand = Vec<(String, String, PathBuf)>;
+
 /// Per-VM state reachable from callbacks.
 pub(crate) struct VmContext {
     pub(crate) options: ScoreOptions,
@@ -33,7 +36,7 @@ pub(crate) struct VmContext {
     pub(crate) warnings: Mutex<Vec<String>>,
     next_request: AtomicU64,
     /// The rehearsal band on disk, written on first use: (name, section, path).
-    pub(crate) rehearsal: OnceLock<Result<Vec<(String, String, PathBuf)>, String>>,
+    pub(crate) rehearsal: OnceLock<Result<RehearsalBand, String>>,
 }
 
 impl VmContext {

@@ -85,7 +85,8 @@ impl Meter {
                     return Ok(VmState::Continue);
                 }
                 a.tripped = true;
-                a.location = location(debug);
+                // The nearest frame of the score (not the runtime's prelude).
+                a.location = crate::score::util::caller_location(lua).or_else(|| location(debug));
             }
             // SAFETY: `Lua::state` is the thread running this hook (mlua sets it for the
             // duration of a callback); `lua_isyieldable` only reads its status.

@@ -478,6 +478,24 @@ impl Stage {
         }
     }
 
+    /// Forget a model (a score no longer names it). It is unloaded now when idle, or
+    /// when its last lease ends.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut st = self.shared.state.lock().unwrap();
+        let removed = st.entries.remove(name);
+        drop(st);
+        if let Some(e) = &removed
+            && e.resident.is_some()
+        {
+            self.shared.room.notify_waiters();
+            self.shared.events.emit(EventKind::ModelEvicted {
+                model: name.into(),
+                reason: "removed from the score".into(),
+            });
+        }
+        removed.is_some()
+    }
+
     /// Keep a model resident (or let it go again).
     pub fn pin(&self, name: &str, pinned: bool) -> Result<(), StageError> {
         let mut st = self.shared.state.lock().unwrap();

@@ -1,0 +1,237 @@
+---@meta
+-- LuaLS definitions of what the runtime gives scores (not a module: editors read it).
+-- Point your editor at it: `"workspace.library": ["<orchestra>/stdlib"]` in .luarc.json.
+
+---@class orchestra
+---@field version string
+---@field sandbox "shared"|"trusted"
+---@field sections string[] The standard sections: code, creative, analysis, review.
+---@field score { name: string, dir: string } The running score.
+---@field Model table Extension methods found on every `Model` (`function orchestra.Model:solo(...)`).
+---@field Band table Extension methods found on every `Band`.
+---@field json { encode: fun(v: any, opts?: { pretty?: boolean }): string, decode: fun(s: string): any, string? }
+---@field log orchestra.Log
+orchestra = {}
+
+---@class orchestra.Log
+---@overload fun(...: any) Logs at info level.
+---@field debug fun(...: any)
+---@field info fun(...: any)
+---@field warn fun(...: any)
+---@field error fun(...: any)
+
+---@class orchestra.BandOptions
+---@field memory? string|integer Memory budget of all resident models ("12GiB").
+---@field idle_unload? string|number Unload a model idle this long ("10m").
+---@field wait_for_room? string|number How long a load waits for playing models ("2m").
+---@field sections? string[] The band's sections (default: orchestra.sections).
+
+--- Declares a band on a memory-budgeted stage.
+---@param opts? orchestra.BandOptions
+---@return Band
+function orchestra.band(opts) end
+
+---@class SamplingFields
+---@field temperature? number 0 (or less) is greedy.
+---@field top_k? integer 0 disables.
+---@field top_p? number 1 disables.
+---@field min_p? number 0 disables.
+---@field repeat_penalty? number 1 disables.
+---@field repeat_last_n? integer
+---@field frequency_penalty? number
+---@field presence_penalty? number
+---@field seed? integer
+---@field grammar? string GBNF, start rule `root`.
+---@field greedy? boolean Shorthand for temperature = 0.
+
+--- A sampling value (tables work wherever one is accepted).
+---@param fields SamplingFields
+---@return Sampling
+function orchestra.sampling(fields) end
+
+--- Publishes an event on the bus (stage page, metrics, narration).
+---@param name string
+---@param data? table|string|number|boolean
+function orchestra.emit(name, data) end
+
+--- A narration line (an event named `narration`).
+---@param ... any
+function orchestra.narrate(...) end
+
+--- Runs the functions as concurrent coroutines; results keep the input's keys. The
+--- second value holds the `err` of functions that returned `nil, err`.
+---@param fns table<any, fun(): any>
+---@return table results, table|nil errors
+function orchestra.together(fns) end
+
+--- Waits without using the request's CPU budget.
+---@param seconds number
+function orchestra.sleep(seconds) end
+
+--- Seconds since the process started (monotonic).
+---@return number
+function orchestra.clock() end
+
+--- A value pretty-printed like the REPL does.
+---@param v any
+---@return string
+function orchestra.inspect(v) end
+
+--- The file of a rehearsal band member ("coltrane", "ella", "monk", "mingus").
+---@param name string
+---@return string path
+function orchestra.rehearsal_model(name) end
+
+---@return { name: string, section: string, script: string }[]
+function orchestra.rehearsal_band() end
+
+---@class Sampling: SamplingFields
+local Sampling = {}
+---@param changes SamplingFields
+---@return Sampling
+function Sampling:with(changes) end
+---@return SamplingFields
+function Sampling:table() end
+
+---@class InstrumentSpec
+---@field model string A GGUF path (relative to the score) or "hf:ORG/REPO/FILE.gguf".
+---@field section string
+---@field context? integer Tokens per request.
+---@field slots? integer Requests decoded together.
+---@field batch? integer
+---@field threads? integer
+---@field gpu_layers? integer
+---@field embeddings? boolean Load for `embed` instead of generation.
+---@field sampling? SamplingFields|Sampling Default sampling.
+---@field max_tokens? integer Default answer length.
+---@field system? string Default system prompt.
+---@field pinned? boolean Never evicted.
+
+---@class Band
+---@field stage Stage
+---@field budget integer
+---@field [string] Model Instruments by name (`band.coltrane`).
+local Band = {}
+---@param name string
+---@param spec InstrumentSpec
+---@return Model
+function Band:add(name, spec) end
+--- The first instrument of a section.
+---@param section string
+---@return Model
+function Band:lead(section) end
+---@param section string
+---@return Model[]
+function Band:section(section) end
+---@return string[]
+function Band:sections() end
+--- Whether a section has an instrument, or an instrument has this name.
+---@param what string
+---@return boolean
+function Band:has(what) end
+---@return Model[]
+function Band:members() end
+--- Everyone but `not` (a model, a name, or a list of them).
+---@param not_ Model|string|(Model|string)[]
+---@return Model[]
+function Band:others(not_) end
+--- A reviewer: the `review` section's first instrument not excluded, else anyone else.
+---@param opts? { not?: Model|string|(Model|string)[], section?: string }
+---@return Model|nil
+function Band:reviewer(opts) end
+---@param fns table<any, fun(): any>
+---@return table results, table|nil errors
+function Band:together(fns) end
+---@return table
+function Band:info() end
+
+---@class GenerateOptions: SamplingFields
+---@field max_tokens? integer
+---@field stop? string|string[]
+---@field system? string|false
+---@field sampling? SamplingFields|Sampling
+---@field on_token? fun(piece: string): boolean|nil Return false to stop.
+---@field raw? boolean The prompt string is sent as is (no chat template).
+---@field ignore_eos? boolean
+
+---@class GenerateDetails
+---@field model string
+---@field finish_reason "stop"|"stop_string"|"length"|"cancelled"
+---@field prompt_tokens? integer
+---@field completion_tokens integer
+---@field timings? { ttft_ms: number, decode_tok_s: number, prompt_tok_s: number, total_ms: number, queued_ms: number, gap_mean_ms: number, gap_std_ms: number }
+
+---@alias Prompt string|Request|{ role: string, content: string }[]|{ raw: string }
+
+---@class Model
+---@field name string
+---@field section string
+---@field model string The reference as written.
+---@field path string
+---@field sampling Sampling Its default sampling.
+local Model = {}
+---@return boolean|nil ok, string? err
+function Model:load() end
+---@return boolean|nil was_loaded, string? err
+function Model:unload() end
+---@return table
+function Model:info() end
+---@param prompt Prompt
+---@param opts? GenerateOptions
+---@return string|nil text, GenerateDetails|string details_or_err
+function Model:generate(prompt, opts) end
+---@param prompt Prompt
+---@param opts_or_fn GenerateOptions|fun(piece: string): boolean|nil
+---@param fn? fun(piece: string): boolean|nil
+---@return string|nil text, GenerateDetails|string details_or_err
+function Model:stream(prompt, opts_or_fn, fn) end
+---@param messages { role: string, content: string }[]|Request
+---@param opts? GenerateOptions
+---@return string|nil text, GenerateDetails|string details_or_err
+function Model:chat(messages, opts) end
+---@param text string
+---@param opts? { bos?: boolean }
+---@return integer[]|nil tokens, string? err
+function Model:tokenize(text, opts) end
+---@param tokens integer[]
+---@return string|nil text, string? err
+function Model:detokenize(tokens) end
+---@param input string|string[]
+---@return number[]|number[][]|nil vectors, string? err
+function Model:embed(input) end
+
+---@class Stage
+local Stage = {}
+---@return integer
+function Stage:budget() end
+---@return integer
+function Stage:used() end
+---@return { name: string, footprint: integer, footprint_human: string, pinned: boolean, playing: integer, idle_ms: integer }[]
+function Stage:resident() end
+---@param who Model|string
+---@return boolean
+function Stage:is_resident(who) end
+---@param who Model|string
+---@param pinned? boolean
+function Stage:pin(who, pinned) end
+---@param who Model|string
+---@return boolean|nil was_loaded, string? err
+function Stage:evict(who) end
+---@return string[]
+function Stage:names() end
+
+---@class Request
+---@field id integer
+---@field prompt string The last user message.
+---@field messages { role: string, content: string }[]
+---@field model? string What the client asked for.
+---@field max_tokens? integer
+---@field temperature? number
+---@field stream boolean
+local Request = {}
+--- Streams text to the client.
+---@param ... string
+function Request:write(...) end
+
+---@class Score
+---@field perform fun(req: Request): string|table|nil
