@@ -10,10 +10,8 @@
 //!   semantic router when `../shared/models` has the embedding model).
 //!
 //! ```sh
-//! cargo bench --bench arrange                                   # with `harness = false`
-//! cargo test --release --bench arrange -- --ignored --nocapture # without
+//! cargo bench --bench arrange
 //! ```
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +90,52 @@ end }}
         let k = perform(&c, "comp").await["ms"].as_f64().unwrap();
         seq = seq.min(s);
         con = con.min(k);
+    }
+    (seq, con)
+}
+
+/// The same comparison on the engine alone (Rust, no Lua): three generations of one
+/// model with the comp prompt, one after another and then submitted together. The
+/// ceiling for the shared-model rows above. Returns (sequential ms, concurrent ms).
+fn engine_reference(model: &Path) -> (f64, f64) {
+    use orchestra::engine::{ChatMessage, GenerateRequest, LoadOptions, Model, SamplingParams};
+    let m = Model::load(
+        model,
+        &LoadOptions {
+            context: 512,
+            slots: 4,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let system = format!(
+        "You are Monk, the analysis player in a band of AI models. Another player will answer the request below; you are comping, so do not answer it yourself. In at most {} words, write notes that would help: key context, pitfalls to avoid, suggestions. Terse bullet points.",
+        (TOKENS * 2 / 3).max(8)
+    );
+    let request = || {
+        GenerateRequest::chat(vec![
+            ChatMessage::system(system.clone()),
+            ChatMessage::user("Request:\nwrite a function that reverses a string, and explain it"),
+        ])
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(TOKENS)
+        .with_ignore_eos(true)
+    };
+    let finish = |g: orchestra::engine::Generation| g.blocking_finish_with(|_| {}).unwrap();
+    finish(m.generate(request()).unwrap());
+    let (mut seq, mut con) = (f64::MAX, f64::MAX);
+    for _ in 0..REPEAT {
+        let t = std::time::Instant::now();
+        for _ in 0..3 {
+            finish(m.generate(request()).unwrap());
+        }
+        seq = seq.min(t.elapsed().as_secs_f64() * 1e3);
+        let t = std::time::Instant::now();
+        let gens: Vec<_> = (0..3).map(|_| m.generate(request()).unwrap()).collect();
+        for g in gens {
+            finish(g);
+        }
+        con = con.min(t.elapsed().as_secs_f64() * 1e3);
     }
     (seq, con)
 }
@@ -251,6 +295,14 @@ fn run() {
             "  sharing one ~160M model (batched)     {:>10.0} ms   {:>7.0} ms   {:>6.2}x",
             s, c, s / c
         );
+        let bench_path = bench.clone();
+        let (s, c) = tokio::task::spawn_blocking(move || engine_reference(&bench_path))
+            .await
+            .unwrap();
+        println!(
+            "  the engine alone, ~160M (no Lua)      {:>10.0} ms   {:>7.0} ms   {:>6.2}x",
+            s, c, s / c
+        );
         let small_member = format!(
             "band:add(\"monk\", {{ model = {}, section = \"analysis\", context = 512, slots = 4, sampling = {{ temperature = 0 }} }})",
             lua_path(&small)
@@ -312,13 +364,5 @@ fn run() {
 }
 
 fn main() {
-    run();
-}
-
-/// The same run under the default test harness (until `harness = false` is set for
-/// this bench in Cargo.toml): `cargo test --release --bench arrange -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn arrangement_benchmarks() {
     run();
 }

@@ -2,8 +2,11 @@
 -- orchestra cache on first use. Each replays a fixed line under greedy decoding, so
 -- the answer shows who played. Runs offline: `orchestra rehearse "a prompt"`.
 --
--- perform: pick a section by keywords; the section's lead solos, streaming its answer.
-local text = require("orchestra.text")
+-- perform: the arrangement of `scores/default.lua` on the rehearsal band — route the
+-- request to a section, the leads of the other sections comp, the section's lead takes
+-- the solo, Mingus reviews it — with the trace and the narration of every step.
+local route = require("orchestra.route")
+local arrange = require("orchestra.arrange")
 
 local band = orchestra.band { memory = "2GiB", idle_unload = "10m" }
 
@@ -18,41 +21,35 @@ for _, member in ipairs(orchestra.rehearsal_band()) do
   })
 end
 
--- Words that send a request to a section; the most matches wins, ties go to the
--- section listed first, and nothing at all goes to analysis.
-local routes = {
-  { section = "code", words = { "function", "code", "bug", "compile", "rust", "python", "implement", "program", "test" } },
-  { section = "creative", words = { "poem", "story", "haiku", "song", "lyrics", "imagine", "creative" } },
-  { section = "review", words = { "review", "critique", "feedback", "check this" } },
-  { section = "analysis", words = { "why", "explain", "analyse", "analyze", "compare", "complexity" } },
-}
+-- Words that send a request to a section; the first rule that matches wins, and
+-- anything else goes to analysis.
+local CODE_WORDS = { "function", "code", "bug", "compile", "rust", "python", "implement", "program", "test" }
+local CREATIVE_WORDS = { "poem", "story", "haiku", "song", "lyrics", "imagine", "creative" }
+local REVIEW_WORDS = { "review", "critique", "feedback", "check this" }
 
-local function pick(prompt)
-  local best, best_hits = "analysis", 0
-  for _, route in ipairs(routes) do
-    local hits = text.count_any(prompt, route.words)
-    if hits > best_hits then
-      best, best_hits = route.section, hits
-    end
-  end
-  return best
-end
+local router = route.rules({
+  { name = "code words", when = route.keywords(CODE_WORDS), section = "code" },
+  { name = "creative words", when = route.keywords(CREATIVE_WORDS), section = "creative" },
+  { name = "review words", when = route.keywords(REVIEW_WORDS), section = "review" },
+  { otherwise = "analysis" },
+}, { band = band })
 
 return {
   name = "rehearsal",
   band = band,
-  pick = pick,
+  router = router,
+
+  -- The section a prompt goes to (without announcing it).
+  pick = function(prompt)
+    return router:explain(prompt).section
+  end,
 
   perform = function(req)
-    local section = pick(req.prompt)
-    local soloist = band:lead(section)
-    orchestra.emit("routed", { section = section, soloist = soloist.name })
-    local answer, err = soloist:stream(req, function(piece)
-      req:write(piece)
-    end)
-    if not answer then
-      error(err, 0)
-    end
-    return answer
+    local section = router:pick(req)
+    local soloist = arrange.lead(band, section)
+    local notes = arrange.comp(arrange.leads(band, { except = { section, "review" } }), req, { max_tokens = 48 })
+    local draft = assert(arrange.solo(band, section, req, { notes = notes }))
+    draft = arrange.review(draft, band:reviewer { ["not"] = soloist }, { rounds = 1 })
+    return arrange.answer(req, draft)
   end,
 }

@@ -19,7 +19,7 @@ use orchestra::cli;
     max_term_width = 100
 )]
 struct Cli {
-    /// Log more (RUST_LOG overrides; e.g. RUST_LOG=llama_cpp_2=info shows llama.cpp's log).
+    /// Log more (RUST_LOG overrides; e.g. RUST_LOG=llama-cpp-2=info shows llama.cpp's log).
     #[arg(long, short = 'v', global = true)]
     verbose: bool,
     #[command(subcommand)]

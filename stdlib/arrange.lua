@@ -54,7 +54,7 @@ arrange.VERDICT_GRAMMAR = [[
 root ::= "{" sp "\"verdict\"" sp ":" sp ( approve | revise ) sp "}"
 approve ::= "\"approve\""
 revise ::= "\"revise\"" sp "," sp "\"problems\"" sp ":" sp "[" sp problem ( sp "," sp problem ){0,4} sp "]"
-problem ::= "\"" char{1,200} "\""
+problem ::= "\"" char{1,160} "\""
 char ::= [^"\\\x00-\x1f] | "\\" ["\\/nt]
 sp ::= " "?
 ]]
@@ -523,27 +523,41 @@ local REVIEW_SYSTEM = "You are %s, the band's reviewer. Check the answer another
   .. 'otherwise {"verdict":"revise","problems":["..."]} with up to five short, concrete problems.'
 
 --- Reads a reviewer's reply: `{ verdict = "approve" }` or `{ verdict = "revise",
---- problems = {...} }`. A reply that is not such JSON counts as approval (marked
---- `unreadable`), so a confused reviewer never loops the band.
+--- problems = {...} }`. A reply cut short by `max_tokens` keeps its verdict and the
+--- problems that were complete (marked `truncated`). A reply that is not such JSON at
+--- all counts as approval (marked `unreadable`), so a confused reviewer never loops the
+--- band.
 ---@param reply string
 ---@return table
 function arrange.read_verdict(reply)
-  local v = orchestra.json.decode(reply or "")
-  if type(v) ~= "table" or type(v.verdict) ~= "string" then
-    return { verdict = "approve", unreadable = true, raw = trace.clip(reply or "", 200) }
-  end
-  if v.verdict == "approve" then
-    return { verdict = "approve" }
-  end
-  local problems = {}
-  if type(v.problems) == "table" then
-    for _, p in ipairs(v.problems) do
-      if type(p) == "string" then
-        problems[#problems + 1] = p
+  reply = reply or ""
+  local v = orchestra.json.decode(reply)
+  if type(v) == "table" and type(v.verdict) == "string" then
+    if v.verdict == "approve" then
+      return { verdict = "approve" }
+    end
+    local problems = {}
+    if type(v.problems) == "table" then
+      for _, p in ipairs(v.problems) do
+        if type(p) == "string" then
+          problems[#problems + 1] = p
+        end
       end
     end
+    return { verdict = "revise", problems = problems }
   end
-  return { verdict = "revise", problems = problems }
+  local said = reply:match('"verdict"%s*:%s*"(%a+)"')
+  if said == "approve" then
+    return { verdict = "approve", truncated = true }
+  elseif said then
+    local problems = {}
+    local list = reply:match('"problems"%s*:%s*%[(.*)$') or ""
+    for p in list:gmatch('"([^"]*)"') do
+      problems[#problems + 1] = p
+    end
+    return { verdict = "revise", problems = problems, truncated = true }
+  end
+  return { verdict = "approve", unreadable = true, raw = trace.clip(reply, 200) }
 end
 
 -- One review: the verdict and the reviewer who gave it, trying other reviewers when
@@ -564,7 +578,7 @@ local function review_once(req, draft, reviewer, round, opts)
       },
     },
   }
-  local gen = generation(opts, opts.max_tokens or 192)
+  local gen = generation(opts, opts.max_tokens or 256)
   gen.grammar = opts.grammar or arrange.VERDICT_GRAMMAR
   if gen.temperature == nil and gen.greedy == nil then
     gen.temperature = 0
@@ -626,7 +640,7 @@ end
 --- from the band's review section, else any other instrument that plays. Returns the
 --- final draft (with `verdict`: the last verdict).
 ---
---- Options: `rounds` (default 2), `max_tokens` for the verdict (default 192),
+--- Options: `rounds` (default 2), `max_tokens` for the verdict (default 256),
 --- `revise_tokens` for a revision, `grammar` and `system` (the reviewer's), `generate`.
 ---@param draft table
 ---@param reviewer userdata|nil

@@ -481,3 +481,96 @@ async fn without_a_review_the_solo_streams_as_it_plays() {
     assert!(answer.data["trace"]["reviews"].is_null());
     assert!(answer.data["trace"]["comp"].is_null());
 }
+
+#[tokio::test]
+async fn the_rehearsal_score_plays_the_whole_arrangement_offline() {
+    let c =
+        orchestra::score::Conductor::start(orchestra::score::ScoreSource::rehearsal(), options())
+            .await
+            .unwrap();
+    for (prompt, section, soloist, comps) in [
+        (
+            "write a function that reverses a string",
+            "code",
+            "coltrane",
+            ["ella", "monk"],
+        ),
+        (
+            "a poem about the rain",
+            "creative",
+            "ella",
+            ["coltrane", "monk"],
+        ),
+        (
+            "why is the sky blue?",
+            "analysis",
+            "monk",
+            ["coltrane", "ella"],
+        ),
+    ] {
+        let (answer, events) = perform(&c, prompt).await;
+        assert_eq!(answer.text, script(soloist), "{prompt}");
+        let t = &answer.data["trace"];
+        assert_eq!(t["route"]["section"], section, "{prompt}: {t:#}");
+        assert_eq!(strings(&t["comp"]["players"]), comps, "{prompt}");
+        assert_eq!(len(&t["comp"]["notes"]), 2, "{prompt}");
+        assert_eq!(t["solo"]["player"], soloist);
+        assert_eq!(t["reviews"][0]["reviewer"], "mingus");
+        assert_eq!(t["reviews"][0]["author"], soloist);
+        assert!(len(&t["instruments"]) >= 4, "{t:#}");
+        let stage = orchestra::narrate::stage_name(soloist);
+        let lines = narration(&events);
+        for want in [
+            format!("This one is for the {section} section."),
+            format!("{stage} is taking a solo."),
+            format!("Mingus is reviewing {stage}'s solo."),
+        ] {
+            assert!(lines.contains(&want), "{prompt}: {want:?} in {lines:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn verdicts_are_read_even_when_cut_short() {
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (r#"{"verdict":"approve"}"#, "approve", &[], ""),
+        (
+            r#"{"verdict": "revise", "problems": ["a", "b"]}"#,
+            "revise",
+            &["a", "b"],
+            "",
+        ),
+        (
+            r#"{"verdict":"reject","problems":["x"]}"#,
+            "revise",
+            &["x"],
+            "",
+        ),
+        (
+            r#"{"verdict":"revise","problems":["too short","no te"#,
+            "revise",
+            &["too short"],
+            "truncated",
+        ),
+        (r#"{"verdict":"appr"#, "approve", &[], "unreadable"),
+        ("Looks good to me!", "approve", &[], "unreadable"),
+    ];
+    let replies: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let text = score(
+        SECTIONS,
+        "",
+        &format!(
+            "local out = {{}}\nfor i, r in ipairs(orchestra.json.decode({:?})) do out[i] = arrange.read_verdict(r) end\nreturn {{ verdicts = out }}",
+            serde_json::to_string(&replies).unwrap()
+        ),
+    );
+    let (answer, _) = play("verdicts", &text, "x").await;
+    for (i, (reply, verdict, problems, flag)) in cases.iter().enumerate() {
+        let v = &answer.data["verdicts"][i];
+        assert_eq!(v["verdict"], *verdict, "{reply}: {v}");
+        assert_eq!(strings(&v["problems"]), *problems, "{reply}: {v}");
+        if !flag.is_empty() {
+            assert_eq!(v[*flag], true, "{reply}: {v}");
+        }
+    }
+}

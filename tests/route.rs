@@ -344,6 +344,38 @@ async fn a_semantic_rule_below_its_threshold_lets_the_next_rule_decide() {
     }
 }
 
+#[tokio::test]
+async fn a_semantic_rule_works_with_any_embedding_instrument() {
+    // A rehearsal model loaded for embeddings (mean-pooled): real llama.cpp vectors
+    // without meaning — the plumbing, on every machine.
+    let members = format!(
+        "band:add(\"ears\", {{ model = {}, section = \"routing\", embeddings = true, context = 128 }})\n",
+        lua_path(&model("ears", "Listening closely to every request."))
+    );
+    let setup = r#"local examples = { code = { "fix this bug" }, creative = { "write a poem", "a song" } }
+        local matcher = route.semantic(band.ears, examples)
+        local router = route.rules { { when = matcher } }"#;
+    let each = r#"local d = router:explain(prompt)
+        d.embedded = #matcher.embedded()
+        return d"#;
+    let results = each_request("semantic_any", &members, setup, each, &["hello there", "x"]).await;
+    for d in &results {
+        let section = d["section"].as_str().unwrap_or("");
+        assert!(section == "code" || section == "creative", "{d:#}");
+        assert_eq!(d["kind"], "semantic");
+        assert_eq!(d["model"], "ears");
+        assert_eq!(d["embedded"], 3, "the examples are embedded once");
+        let scores = d["scores"].as_object().unwrap();
+        assert_eq!(scores.len(), 2);
+        for v in scores.values() {
+            let s = v.as_f64().unwrap();
+            assert!((-1.0001..=1.0001).contains(&s), "a cosine: {s}");
+        }
+        let nearest = d["nearest"].as_str().unwrap();
+        assert!(["fix this bug", "write a poem", "a song"].contains(&nearest));
+    }
+}
+
 /// The shared all-MiniLM-L6-v2 GGUF beside the project, when this machine has it.
 fn shared_embedding_model() -> Option<PathBuf> {
     let p =

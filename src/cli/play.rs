@@ -75,17 +75,58 @@ pub struct PlayArgs {
     /// stderr.
     #[arg(long)]
     pub events: bool,
+    /// After the answer, print the arrangement trace: who routed it and why, who comped,
+    /// who soloed, each review verdict, tempo and swing per instrument (`--trace json`
+    /// for JSON).
+    #[arg(long, num_args = 0..=1, default_missing_value = "text", value_parser = ["text", "json"])]
+    pub trace: Option<String>,
+    /// Print short spoken-style lines of what the band does under the answer
+    /// ("Mingus is reviewing Coltrane's solo").
+    #[arg(long)]
+    pub narrate: bool,
+    /// Speak each narration line with a text-to-speech command (implies --narrate): the
+    /// line goes to its stdin, or replaces `{}` — e.g. `--say "espeak-ng --stdin"`,
+    /// `--say "say {}"`, `--say "piper --model voice.onnx --output-raw | aplay -r 22050 -f S16_LE"`.
+    #[arg(long, value_name = "CMD")]
+    pub say: Option<String>,
+    #[command(flatten)]
+    pub pull: crate::hub::cli::PullFlag,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
 
+/// How a request's extras are shown.
+#[derive(Debug, Clone, Default)]
+pub struct Show {
+    pub json: bool,
+    pub events: bool,
+    pub trace: Option<String>,
+    pub narrate: bool,
+    pub say: Option<String>,
+}
+
+impl PlayArgs {
+    fn show(&self) -> Show {
+        Show {
+            json: self.json,
+            events: self.events,
+            trace: self.trace.clone(),
+            narrate: self.narrate || self.say.is_some(),
+            say: self.say.clone(),
+        }
+    }
+}
+
 /// Plays one request: streamed text to stdout, events to stderr when asked.
-async fn play_once(
-    conductor: &Conductor,
-    prompt: &str,
-    json: bool,
-    events: bool,
-) -> anyhow::Result<()> {
+async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::Result<()> {
+    let (json, events) = (show.json, show.events);
+    let narrator = show.narrate.then(|| {
+        super::trace::Narrator::start(
+            conductor.events(),
+            show.say.clone().map(crate::narrate::Speaker::new),
+            None,
+        )
+    });
     let mut bus = conductor.events().subscribe();
     let show_events = events.then(|| {
         tokio::spawn(async move {
@@ -130,6 +171,7 @@ async fn play_once(
         tokio::time::sleep(Duration::from_millis(20)).await;
         h.abort();
     }
+    let lines = narrator.map(|n| n.finish()).unwrap_or_default();
     let answer = result?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -138,14 +180,38 @@ async fn play_once(
     } else {
         println!("{}", answer.text);
     }
+    for line in lines {
+        eprintln!("  ♪ {line}");
+    }
+    if let Some(format) = &show.trace {
+        let trace = Some(&answer.data["trace"]).filter(|t| !t.is_null());
+        match trace {
+            Some(t) if format == "json" => println!("{}", serde_json::to_string_pretty(t)?),
+            Some(t) => eprintln!("\n{}", super::trace::render_trace(t)),
+            None => eprintln!(
+                "this score returns no trace: end `perform` with `arrange.answer(req, draft)`"
+            ),
+        }
+    }
     Ok(())
 }
 
 pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
+    // Models the score names that are not in the cache are pulled (or asked for) first.
+    let refs: Vec<_> = crate::hub::scan::score_models(&args.score)
+        .with_context(|| format!("reading score `{}`", args.score.display()))?
+        .into_iter()
+        .map(|m| m.reference)
+        .filter(|r| r.is_hub())
+        .collect();
+    if !refs.is_empty() {
+        crate::hub::cli::ensure_models(&refs, args.pull.into()).await?;
+    }
+    let show = args.show();
     let conductor = Conductor::start(ScoreSource::file(&args.score), args.limits.options())
         .await
         .with_context(|| format!("loading score `{}`", args.score.display()))?;
-    let first = play_once(&conductor, &args.prompt, args.json, args.events).await;
+    let first = play_once(&conductor, &args.prompt, &show).await;
     if !args.watch {
         return first;
     }
@@ -163,7 +229,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
             ev = reloads.recv() => {
                 let Ok(ev) = ev else { return Ok(()) };
                 eprintln!("{}", describe_reload(&ev));
-                if ev.ok && let Err(e) = play_once(&conductor, &args.prompt, args.json, args.events).await {
+                if ev.ok && let Err(e) = play_once(&conductor, &args.prompt, &show).await {
                     eprintln!("error: {e:#}");
                 }
             }
@@ -174,27 +240,20 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
 
 /// `orchestra rehearse`: plays the embedded `scores/rehearsal.lua` on the rehearsal
 /// band (written to `dir`, default the orchestra cache, when missing).
-pub async fn rehearse(prompt: &str, dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn rehearse(
+    prompt: &str,
+    dir: Option<PathBuf>,
+    say: Option<String>,
+) -> anyhow::Result<()> {
     let dir = dir.unwrap_or_else(|| super::orchestra_home().join("rehearsal"));
     let options = ScoreOptions::default().with_rehearsal_dir(dir);
     let conductor = Conductor::start(ScoreSource::rehearsal(), options).await?;
-    let mut bus = conductor.events().subscribe();
-    let routed = tokio::spawn(async move {
-        while let Ok(e) = bus.recv().await {
-            if let EventKind::Custom { name, data } = &e.kind
-                && name == "routed"
-            {
-                eprintln!(
-                    "[{} solos, section {}]",
-                    data["soloist"].as_str().unwrap_or("?"),
-                    data["section"].as_str().unwrap_or("?")
-                );
-            }
-        }
-    });
-    println!("request: {prompt}");
-    let result = play_once(&conductor, prompt, false, false).await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    routed.abort();
-    result
+    println!("request: {prompt}\n");
+    let show = Show {
+        trace: Some("text".into()),
+        narrate: true,
+        say,
+        ..Show::default()
+    };
+    play_once(&conductor, prompt, &show).await
 }

@@ -77,6 +77,7 @@ pub(crate) const NAMES: &[&str] = &[
     "section",
     "model",
     "path",
+    "embeddings",
     "load",
     "unload",
     "info",
@@ -492,6 +493,7 @@ impl UserData for Instrument {
         fields.add_field_method_get("section", |_, i| Ok(i.0.section.clone()));
         fields.add_field_method_get("model", |_, i| Ok(i.0.reference.clone()));
         fields.add_field_method_get("path", |_, i| Ok(i.0.path.display().to_string()));
+        fields.add_field_method_get("embeddings", |_, i| Ok(i.0.options.embeddings));
         fields.add_field_method_get("sampling", |_, i| {
             Ok(sampling::Sampling(i.0.sampling.clone()))
         });
