@@ -215,3 +215,35 @@ async fn a_manual_reload_reports_its_outcome() {
     assert_eq!(ev.reason, "asked");
     assert_eq!(answer(&c).await, "m2");
 }
+
+#[tokio::test]
+async fn an_instrument_removed_by_a_reload_leaves_the_stage() {
+    let with_ella = score_with("return band.ella:generate(\"x\")");
+    let (c, path) = watched("removed_instrument", &with_ella).await;
+    let mut rx = c.reloads();
+    let mut events = c.events().subscribe();
+    assert_eq!(
+        c.perform(Request::prompt("x")).await.unwrap().text,
+        script("ella")
+    );
+    // The same band without Ella.
+    let without = with_ella.replace(
+        "for _, m in ipairs(orchestra.rehearsal_band()) do",
+        "for _, m in ipairs(orchestra.rehearsal_band()) do\n  if m.name == \"ella\" then goto continue end",
+    )
+    .replace("  })\nend", "  })\n  ::continue::\nend")
+    .replace("return band.ella:generate(\"x\")", "return tostring(band:has(\"ella\"))");
+    std::fs::write(&path, without).unwrap();
+    assert!(next_reload(&mut rx).await.ok);
+    assert_eq!(answer(&c).await, "false");
+    let mut evicted = false;
+    while let Ok(e) = events.try_recv() {
+        if let EventKind::ModelEvicted { model, reason } = e.kind {
+            evicted |= model == "ella" && reason.contains("removed");
+        }
+    }
+    assert!(
+        evicted,
+        "ella's model left the stage when the score dropped her"
+    );
+}

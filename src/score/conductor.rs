@@ -299,13 +299,17 @@ struct State {
     reloads: broadcast::Sender<ReloadEvent>,
 }
 
-fn stage_keys(vm: &ScoreVm) -> Vec<StageKey> {
+/// Each band's stage settings and instrument names.
+fn stage_keys(vm: &ScoreVm) -> Vec<(StageKey, Vec<String>)> {
     vm.ctx
         .bands
         .lock()
         .unwrap()
         .iter()
-        .map(|(b, _)| b.key.clone())
+        .map(|(b, _)| {
+            let names = b.members().iter().map(|m| m.name.clone()).collect();
+            (b.key.clone(), names)
+        })
         .collect()
 }
 

@@ -161,10 +161,24 @@ impl Stages {
         stage
     }
 
-    /// Forget stages no band of the current VM uses (their models unload once the
+    /// Forget stages no band of the current VM uses, and on the stages kept, the
+    /// instruments the current VM no longer declares (their models unload once the
     /// requests still holding them finish).
-    pub(crate) fn retain(&self, used: &[StageKey]) {
-        self.all.lock().unwrap().retain(|(k, _)| used.contains(k));
+    pub(crate) fn retain(&self, used: &[(StageKey, Vec<String>)]) {
+        let mut all = self.all.lock().unwrap();
+        all.retain(|(k, _)| used.iter().any(|(u, _)| u == k));
+        for (key, stage) in all.iter() {
+            let declared: Vec<&String> = used
+                .iter()
+                .filter(|(k, _)| k == key)
+                .flat_map(|(_, names)| names)
+                .collect();
+            for name in stage.names() {
+                if !declared.contains(&&name) {
+                    stage.remove(&name);
+                }
+            }
+        }
     }
 }
 
