@@ -91,6 +91,27 @@ pub struct GenerateArgs {
     pub stats: bool,
 }
 
+/// Load a model with a progress bar on stderr (hidden when stderr is not a terminal).
+pub fn load_with_bar(path: &std::path::Path, options: &LoadOptions) -> anyhow::Result<Model> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("loading {msg} {bar:30} {percent:>3}% {elapsed}")
+            .expect("a valid progress template"),
+    );
+    bar.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let shown = bar.clone();
+    let model = Model::load_with_progress(path, options, move |p| {
+        shown.set_position((p * 1000.0) as u64)
+    });
+    bar.finish_and_clear();
+    Ok(model?)
+}
+
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let options = LoadOptions {
         context: args.context,
@@ -98,7 +119,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         threads: args.threads,
         ..LoadOptions::default()
     };
-    let model = Model::load(&args.model, &options)?;
+    let model = load_with_bar(&args.model, &options)?;
     let request = if args.raw {
         GenerateRequest::raw(args.prompt.clone())
     } else {

@@ -153,6 +153,15 @@ impl Model {
     /// Load a GGUF file (memory-mapped) and start its worker thread. Blocks until the
     /// model and its context are ready.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model, EngineError> {
+        Self::load_with_progress(path, options, |_| {})
+    }
+
+    /// [`Model::load`], reporting llama.cpp's load progress (0.0 to 1.0) as it goes.
+    pub fn load_with_progress(
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+        mut progress: impl FnMut(f32) + Send + 'static,
+    ) -> Result<Model, EngineError> {
         let path = path.as_ref().to_path_buf();
         check_file(&path)?;
         let started = Instant::now();
@@ -171,7 +180,12 @@ impl Model {
             .name(thread_name)
             .spawn(move || {
                 // LlamaModelParams is not Send: build it on the thread that loads.
-                let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
+                let params = LlamaModelParams::default()
+                    .with_n_gpu_layers(options.gpu_layers)
+                    .with_progress_callback(move |p| {
+                        progress(p);
+                        true
+                    });
                 let llama = match LlamaModel::load_from_file(backend(), &path, &params) {
                     Ok(m) => Arc::new(m),
                     Err(_) => {
