@@ -31,8 +31,9 @@ pub fn init_logging(verbose: bool) {
     let default = if verbose {
         "info,llama-cpp-2=warn"
     } else {
-        // llama.cpp's own log arrives under the `llama-cpp-2` target.
-        "warn,llama-cpp-2=error"
+        // llama.cpp's own log arrives under the `llama-cpp-2` target; hf-hub logs its
+        // retries as errors, which our own error message already explains.
+        "warn,llama-cpp-2=error,hf_hub=off"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
