@@ -3,25 +3,17 @@
 //! body, and the events a performance put on the bus.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)]
+pub use common::{band_dir, scratch, script};
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use orchestra::events::{Event, EventKind};
 use orchestra::score::{Answer, Conductor, Request, ScoreError, ScoreOptions, ScoreSource};
 use orchestra::synth::TensorType;
-
-/// This test binary's folder, emptied at the start of each run.
-pub fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
-        let dir = std::env::temp_dir().join(format!("orchestra-{stem}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
-}
 
 static WRITING: Mutex<()> = Mutex::new(());
 
@@ -59,25 +51,6 @@ pub fn random_model() -> PathBuf {
         std::fs::rename(&tmp, &path).unwrap();
     }
     path
-}
-
-/// The rehearsal band (coltrane, ella, monk, mingus), written once per binary.
-pub fn band_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = scratch().join("band");
-        orchestra::synth::write_rehearsal_band(&dir).expect("the rehearsal band is written");
-        dir
-    })
-}
-
-/// What a rehearsal band member says.
-pub fn script(name: &str) -> &'static str {
-    orchestra::synth::rehearsal_band()
-        .into_iter()
-        .find(|m| m.name == name)
-        .map(|m| m.script)
-        .expect("a rehearsal member")
 }
 
 /// A reviewer verdict that approves.

@@ -1,5 +1,5 @@
-//! Shared fixtures for integration tests: synthetic models written once per test
-//! binary into a temporary folder, and a tokio runtime helper.
+//! Shared fixtures for integration tests: a scratch folder per test binary, synthetic
+//! models written once into it, the rehearsal band, and a tokio runtime helper.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -18,6 +18,25 @@ pub fn scratch() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         dir
     })
+}
+
+/// The rehearsal band (coltrane, ella, monk, mingus), written once per binary.
+pub fn band_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch().join("band");
+        orchestra::synth::write_rehearsal_band(&dir).expect("the rehearsal band is written");
+        dir
+    })
+}
+
+/// What a rehearsal band member says under greedy decoding.
+pub fn script(name: &str) -> &'static str {
+    orchestra::synth::rehearsal_band()
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.script)
+        .expect("a rehearsal member")
 }
 
 /// Tests run in parallel threads: one writes a model while the others wait for it.

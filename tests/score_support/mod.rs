@@ -2,43 +2,15 @@
 //! binary, score files in per-test folders, and a conductor that plays one body.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)]
+pub use common::{band_dir, scratch, script};
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use orchestra::score::{Answer, Conductor, Request, ScoreError, ScoreOptions, ScoreSource};
-
-/// This test binary's folder, emptied at the start of each run.
-pub fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
-        let dir = std::env::temp_dir().join(format!("orchestra-{stem}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
-}
-
-/// The rehearsal band (coltrane, ella, monk, mingus), written once per binary.
-pub fn band_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = scratch().join("band");
-        orchestra::synth::write_rehearsal_band(&dir).expect("the rehearsal band is written");
-        dir
-    })
-}
-
-/// What a rehearsal member says under greedy decoding.
-pub fn script(name: &str) -> &'static str {
-    orchestra::synth::rehearsal_band()
-        .into_iter()
-        .find(|m| m.name == name)
-        .map(|m| m.script)
-        .expect("a rehearsal member")
-}
 
 /// Options for tests: the shared band, quiet `print`.
 pub fn options() -> ScoreOptions {
