@@ -14,6 +14,8 @@
 //! - [`score`]: the Lua side — the only module that imports `mlua`.
 //! - [`events`]: the event bus every part reports to.
 //! - [`narrate`]: events as short spoken-style lines, and text-to-speech.
+//! - [`server`]: `orchestra serve` — the OpenAI-compatible HTTP API (axum); speaks HTTP
+//!   only, on the same library calls the CLI makes.
 //! - [`cli`]: the command implementations behind the thin `main.rs`.
 
 pub mod cli;
@@ -22,5 +24,6 @@ pub mod events;
 pub mod hub;
 pub mod narrate;
 pub mod score;
+pub mod server;
 pub mod stage;
 pub mod synth;

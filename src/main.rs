@@ -48,6 +48,17 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Measure the Lua runtime against the engine called from Rust (overhead, callbacks, reload).
     BenchScore(cli::score_bench::ScoreBenchArgs),
+    /// Serve the score as an OpenAI-compatible API (chat, completions, embeddings, models).
+    ///
+    /// Model ids: `orchestra` (the score's arrangement), `orchestra/<section>` (the
+    /// arrangement with that section soloing) and each instrument by name (that model
+    /// alone). Loopback only unless an API key is set.
+    ///
+    /// Example: orchestra serve scores/default.lua --port 8080
+    Serve(cli::serve::ServeArgs),
+    /// Measure an OpenAI-compatible server with concurrent streaming clients (ours, or
+    /// `--url` for another such as llama-server): tok/s, time to first token, HTTP cost.
+    BenchServe(cli::serve_bench::ServeBenchArgs),
     /// Download models from Hugging Face: every model a score names, or references.
     ///
     /// References: `hf:org/repo/path/file.gguf`, `hf:org/repo:Q4_K_M` (the file of that
@@ -75,6 +86,8 @@ fn main() -> std::process::ExitCode {
         // Synchronous on purpose: readline must not run inside a runtime.
         Command::Repl(a) => cli::repl::run(a),
         Command::Rehearse(a) => runtime().block_on(cli::rehearse::run(a)),
+        Command::BenchServe(a) => runtime().block_on(cli::serve_bench::run(a)),
+        Command::Serve(a) => runtime().block_on(cli::serve::run(a)),
         Command::Pull(a) => runtime().block_on(orchestra::hub::cli::run_pull(a)),
         Command::Models(a) => runtime().block_on(orchestra::hub::cli::run_models(a)),
         Command::Search(a) => runtime().block_on(orchestra::hub::cli::run_search(a)),

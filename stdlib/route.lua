@@ -553,7 +553,13 @@ end
 
 -- `pick` for both `router:pick` and `route.pick`; `level` points errors at the caller.
 local function pick(router, req, level)
-  local d = router:explain(req)
+  local d
+  if type(req) == "table" and type(req.section) == "string" and req.section ~= "" then
+    -- The client asked for a section (`orchestra/<section>` over HTTP): no rule decides.
+    d = { section = req.section, name = "asked by the client", kind = "client", why = "the client asked for this section" }
+  else
+    d = router:explain(req)
+  end
   if not d.section then
     error(
       ('`route.pick`: no rule matched %q: end the rules with `{ otherwise = "analysis" }`'):format(

@@ -6,6 +6,7 @@ mod arrange_support;
 
 use std::path::{Path, PathBuf};
 
+use arrange_support::real::{Real, real_model};
 use arrange_support::*;
 use orchestra::score::{Conductor, EvalOutcome, Request, ScoreSource};
 use serde_json::{Value, json};
@@ -291,13 +292,9 @@ async fn a_classifier_rule_decides_with_the_models_answer() {
 }
 
 #[tokio::test]
+#[ignore = "needs ../shared/models/all-minilm-l6-v2-f16.gguf: a real sentence-embedding model (see its README.md)"]
 async fn a_semantic_rule_below_its_threshold_lets_the_next_rule_decide() {
-    let Some(minilm) = shared_embedding_model() else {
-        eprintln!(
-            "skipped: ../shared/models/all-minilm-l6-v2-f16.gguf is not here (see ../shared/models/README.md)"
-        );
-        return;
-    };
+    let minilm = real_model(Real::MiniLm);
     let members = format!(
         "band:add(\"ears\", {{ model = {}, section = \"routing\", embeddings = true, context = 256 }})\n",
         lua_path(&minilm)
@@ -374,13 +371,6 @@ async fn a_semantic_rule_works_with_any_embedding_instrument() {
         let nearest = d["nearest"].as_str().unwrap();
         assert!(["fix this bug", "write a poem", "a song"].contains(&nearest));
     }
-}
-
-/// The shared all-MiniLM-L6-v2 GGUF beside the project, when this machine has it.
-fn shared_embedding_model() -> Option<PathBuf> {
-    let p =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/all-minilm-l6-v2-f16.gguf");
-    p.is_file().then_some(p)
 }
 
 fn default_score() -> PathBuf {
@@ -481,13 +471,9 @@ async fn the_labelled_requests_are_not_among_the_default_examples() {
 }
 
 #[tokio::test]
+#[ignore = "needs ../shared/models/all-minilm-l6-v2-f16.gguf: a real sentence-embedding model (see its README.md)"]
 async fn the_semantic_router_routes_labelled_requests_with_the_default_examples() {
-    let Some(minilm) = shared_embedding_model() else {
-        eprintln!(
-            "skipped: ../shared/models/all-minilm-l6-v2-f16.gguf is not here (a real sentence-embedding model; see ../shared/models/README.md)"
-        );
-        return;
-    };
+    let minilm = real_model(Real::MiniLm);
     let examples = default_examples().await;
     let labelled = labelled();
     let members = format!(

@@ -24,9 +24,17 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     let mut reports = Vec::new();
+    // Every instrument of every valid score: a `--model-file` must name one of them.
+    let mut instruments = Vec::new();
     for score in &args.scores {
         match check_blocking(ScoreSource::file(score), args.limits.options()) {
             Ok(report) => {
+                instruments.extend(
+                    report
+                        .bands
+                        .iter()
+                        .flat_map(|b| b.instruments.iter().map(|i| i.name.clone())),
+                );
                 if args.json {
                     reports.push(serde_json::to_value(&report)?);
                 } else {
@@ -48,6 +56,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    if failed == 0 {
+        args.limits.models.check_names(&instruments)?;
     }
     match failed {
         0 => Ok(()),

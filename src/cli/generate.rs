@@ -67,9 +67,10 @@ impl SamplingArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
-    /// GGUF file to run.
-    #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    /// The model: a GGUF file, or a reference as in a score (`hf:ORG/REPO/FILE.gguf`,
+    /// `hf:ORG/REPO:Q4_K_M`), taken from the Hugging Face cache.
+    #[arg(long, short = 'm', value_name = "FILE|REF")]
+    pub model: String,
     /// The user's message.
     pub prompt: String,
     /// A system message put before the prompt.
@@ -89,6 +90,8 @@ pub struct GenerateArgs {
     /// End with a timing summary on stderr (last line: `decode: <N> tok/s`).
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub pull: crate::hub::cli::PullFlag,
 }
 
 /// Load a model with a progress bar on stderr (hidden when stderr is not a terminal).
@@ -119,7 +122,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         threads: args.threads,
         ..LoadOptions::default()
     };
-    let model = load_with_bar(&args.model, &options)?;
+    let path = super::model_file(&args.model, args.pull)?;
+    let model = load_with_bar(&path, &options)?;
     let request = if args.raw {
         GenerateRequest::raw(args.prompt.clone())
     } else {

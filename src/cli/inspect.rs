@@ -34,13 +34,21 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let key = |k: &str| h.get_u64(&format!("{arch}.{k}"));
     let template = h.chat_template().map(str::to_owned);
     let file_bytes = std::fs::metadata(&args.path)?.len();
+    let file_type = file_type(&h);
+    let mix = tensor_mix(&h);
     if args.json {
         let v = serde_json::json!({
             "path": args.path,
             "name": h.get_str("general.name"),
             "architecture": arch,
             "parameters": h.parameter_count(),
-            "quantisation": h.dominant_type_name(),
+            "quantisation": file_type,
+            "file_type": h.get_u64("general.file_type"),
+            "tensor_types": mix.iter().map(|t| serde_json::json!({
+                "type": t.name,
+                "tensors": t.tensors,
+                "parameters": t.parameters,
+            })).collect::<Vec<_>>(),
             "context_length": key("context_length"),
             "layers": key("block_count"),
             "embedding_length": key("embedding_length"),
@@ -64,8 +72,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     println!("parameters    {:.2}M", h.parameter_count() as f64 / 1e6);
     println!(
         "quantisation  {}",
-        h.dominant_type_name().unwrap_or_else(|| "unknown".into())
+        file_type.as_deref().unwrap_or("unknown")
     );
+    println!("tensor types  {}", describe_mix(&mix, h.parameter_count()));
     println!(
         "context       {} tokens (trained)",
         opt(key("context_length"))
@@ -112,4 +121,54 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         args.slots
     );
     Ok(())
+}
+
+/// The quantisation as llama.cpp names the file (`general.file_type`: `Q4_K_M`), or the
+/// most common tensor type when the header does not say. The two differ in real files:
+/// a Q4_K_M Qwen2.5 0.5B holds more Q5_0 than Q4_K parameters.
+fn file_type(h: &crate::synth::GgufHeader) -> Option<String> {
+    h.get_u64("general.file_type")
+        .and_then(|t| u32::try_from(t).ok())
+        .and_then(crate::hub::gguf::file_type_name)
+        .map(str::to_owned)
+        .or_else(|| h.dominant_type_name())
+}
+
+/// Tensors of one ggml type.
+struct TypeShare {
+    name: String,
+    tensors: usize,
+    parameters: u64,
+}
+
+/// Every tensor type in the file, most parameters first.
+fn tensor_mix(h: &crate::synth::GgufHeader) -> Vec<TypeShare> {
+    let mut mix: Vec<TypeShare> = Vec::new();
+    for t in &h.tensors {
+        let name = t.ty.name();
+        match mix.iter_mut().find(|m| m.name == name) {
+            Some(m) => {
+                m.tensors += 1;
+                m.parameters += t.element_count();
+            }
+            None => mix.push(TypeShare {
+                name,
+                tensors: 1,
+                parameters: t.element_count(),
+            }),
+        }
+    }
+    mix.sort_by(|a, b| b.parameters.cmp(&a.parameters).then(a.name.cmp(&b.name)));
+    mix
+}
+
+/// `Q5_0 48% (133), Q8_0 30% (1), …`: share of parameters, tensor count in brackets.
+fn describe_mix(mix: &[TypeShare], total: u64) -> String {
+    mix.iter()
+        .map(|m| {
+            let share = 100.0 * m.parameters as f64 / total.max(1) as f64;
+            format!("{} {share:.0}% ({} tensors)", m.name, m.tensors)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -15,7 +15,7 @@ use crate::score::{
 };
 use crate::stage::parse_bytes;
 
-/// The limits and sandbox flags every command that runs a score takes.
+/// The limits, sandbox and model-override flags every command that runs a score takes.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Trust this score: the full Lua standard library (programs, any file, native
@@ -32,6 +32,8 @@ pub struct LimitArgs {
     /// Wall-clock limit of one request, waiting for models included (default: none).
     #[arg(long, value_parser = parse_time)]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub models: super::ModelFileArgs,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -46,7 +48,7 @@ fn parse_time(s: &str) -> Result<Duration, String> {
 impl LimitArgs {
     /// Score options from the flags.
     pub fn options(&self) -> ScoreOptions {
-        ScoreOptions::default()
+        let options = ScoreOptions::default()
             .with_sandbox(if self.allow_unsafe {
                 Sandbox::Trusted
             } else {
@@ -54,7 +56,8 @@ impl LimitArgs {
             })
             .with_memory_limit(self.memory_limit as usize)
             .with_cpu_limit(self.cpu_limit)
-            .with_request_timeout(self.timeout)
+            .with_request_timeout(self.timeout);
+        self.models.apply(options)
     }
 }
 
@@ -76,9 +79,16 @@ pub struct PlayArgs {
     #[arg(long)]
     pub events: bool,
     /// After the answer, print the arrangement trace: who routed it and why, who comped,
-    /// who soloed, each review verdict, tempo and swing per instrument (`--trace json`
-    /// for JSON).
-    #[arg(long, num_args = 0..=1, default_missing_value = "text", value_parser = ["text", "json"])]
+    /// who soloed, each review verdict, tempo and swing per instrument (`--trace=json`
+    /// for JSON; the `=` is needed, so `--trace "a prompt"` keeps its prompt).
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "text",
+        value_parser = ["text", "json"]
+    )]
     pub trace: Option<String>,
     /// Print short spoken-style lines of what the band does under the answer
     /// ("Mingus is reviewing Coltrane's solo").
@@ -197,13 +207,9 @@ async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::
 }
 
 pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
-    // Models the score names that are not in the cache are pulled (or asked for) first.
-    let refs: Vec<_> = crate::hub::scan::score_models(&args.score)
-        .with_context(|| format!("reading score `{}`", args.score.display()))?
-        .into_iter()
-        .map(|m| m.reference)
-        .filter(|r| r.is_hub())
-        .collect();
+    // Models the score names that are not in the cache are pulled (or asked for) first,
+    // except those a `--model-file` replaces.
+    let refs = hub_models_to_fetch(&args.score, &args.limits.models)?;
     if !refs.is_empty() {
         crate::hub::cli::ensure_models(&refs, args.pull.into()).await?;
     }
@@ -211,6 +217,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
     let conductor = Conductor::start(ScoreSource::file(&args.score), args.limits.options())
         .await
         .with_context(|| format!("loading score `{}`", args.score.display()))?;
+    check_overrides(&conductor, &args.limits.models).await?;
     let first = play_once(&conductor, &args.prompt, &show).await;
     if !args.watch {
         return first;
@@ -236,6 +243,58 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// The `hf:` models of `score` (a static scan) that its instruments play, leaving out
+/// instruments that `models` points at a local file.
+pub fn hub_models_to_fetch(
+    score: &std::path::Path,
+    models: &super::ModelFileArgs,
+) -> anyhow::Result<Vec<crate::hub::ModelRef>> {
+    let found = crate::hub::scan::score_models(score)
+        .with_context(|| format!("reading score `{}`", score.display()))?;
+    let src = if models.model_files.is_empty() {
+        String::new()
+    } else {
+        std::fs::read_to_string(score).unwrap_or_default()
+    };
+    Ok(found
+        .into_iter()
+        .filter(|m| m.reference.is_hub())
+        .filter(|m| {
+            instrument_at(&src, m.line).is_none_or(|name| !models.names().any(|n| n == name))
+        })
+        .map(|m| m.reference)
+        .collect())
+}
+
+/// The instrument whose `band:add("name", { ... })` a model literal on `line` (1-based)
+/// belongs to: the nearest `band:add` at or above it. A static guess, like the scan.
+fn instrument_at(src: &str, line: usize) -> Option<&str> {
+    let lines: Vec<&str> = src.lines().take(line).collect();
+    lines.iter().rev().find_map(|l| {
+        let rest = &l[l.find(":add(")? + ":add(".len()..];
+        let rest = rest.trim_start().strip_prefix(['"', '\''])?;
+        rest.split(['"', '\'']).next()
+    })
+}
+
+/// Fails when a `--model-file` names no instrument of the loaded score.
+pub async fn check_overrides(
+    conductor: &Conductor,
+    models: &super::ModelFileArgs,
+) -> anyhow::Result<()> {
+    if models.model_files.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = conductor
+        .info()
+        .await?
+        .instruments
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    models.check_names(&names)
 }
 
 /// `orchestra rehearse`: plays the embedded `scores/rehearsal.lua` on the rehearsal

@@ -43,6 +43,10 @@ pub fn run(args: ReplArgs) -> anyhow::Result<()> {
             Some(p) => format!("loading score `{}`", p.display()),
             None => "starting the REPL".into(),
         })?;
+    rt.block_on(super::play::check_overrides(
+        &conductor,
+        &args.limits.models,
+    ))?;
     if args.score.is_some() && !args.no_watch {
         rt.block_on(conductor.watch())?;
     }

@@ -31,6 +31,10 @@ pub enum EngineError {
     Template { model: String, reason: String },
     #[error("grammar rejected by llama.cpp: check its GBNF syntax (the start rule must be `root`)")]
     Grammar,
+    #[error("json schema could not be turned into a grammar: {0}")]
+    Schema(String),
+    #[error("`tool_choice` names `{name}` but the offered tools are: {offered}")]
+    UnknownTool { name: String, offered: String },
     #[error("decoding failed in `{model}`: {reason}")]
     Decode { model: String, reason: String },
     #[error(

@@ -8,7 +8,9 @@ mod error;
 mod model;
 mod request;
 mod stream;
+mod template;
 mod text;
+mod tools;
 mod worker;
 
 pub use error::EngineError;
@@ -16,6 +18,15 @@ pub use model::{
     LoadOptions, Model, ModelInfo, chatml, compute_buffer_bytes, default_threads, kv_cache_bytes,
     threads_for,
 };
-pub use request::{ChatMessage, DEFAULT_MAX_TOKENS, GenerateRequest, Prompt, SamplingParams};
+pub use request::{
+    ChatMessage, DEFAULT_MAX_TOKENS, GenerateRequest, Prompt, SamplingParams, Tool, ToolCall,
+    ToolChoice,
+};
 pub use stream::{Completion, FinishReason, Generation, StreamItem, Timings};
+pub use template::{
+    ChatTemplate, Family, TemplateInfo, TemplateSource, choose_template, mistral_call_id,
+};
 pub use text::{Pushed, TextStream};
+pub use tools::{
+    CallFilter, ToolFormat, json_object_grammar, json_schema_grammar, new_call_id, parse_tool_calls,
+};

@@ -9,8 +9,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
@@ -18,9 +18,11 @@ use tokio::sync::mpsc as tmpsc;
 
 use super::backend::backend;
 use super::error::EngineError;
-use super::request::{ChatMessage, GenerateRequest, Prompt, SamplingParams};
+use super::request::{ChatMessage, GenerateRequest, Prompt, SamplingParams, ToolChoice};
 use super::stream::Generation;
-use super::worker::{Command, EmbedJob, Job, Worker};
+use super::template::{ChatTemplate, TemplateInfo, choose_template};
+use super::tools::{ToolGrammar, tool_grammar};
+use super::worker::{Command, EmbedJob, Job, ToolParse, Worker};
 
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -39,6 +41,8 @@ pub struct LoadOptions {
     pub embeddings: bool,
     /// Layers offloaded to a GPU when llama.cpp was built with one.
     pub gpu_layers: u32,
+    /// Jinja chat template used instead of the GGUF's (a score's `template = …`).
+    pub chat_template: Option<String>,
 }
 
 impl Default for LoadOptions {
@@ -50,6 +54,7 @@ impl Default for LoadOptions {
             threads: None,
             embeddings: false,
             gpu_layers: 999,
+            chat_template: None,
         }
     }
 }
@@ -75,7 +80,10 @@ pub struct ModelInfo {
     pub n_ctx: u32,
     pub batch: u32,
     pub embeddings: bool,
+    /// The GGUF's own `tokenizer.chat_template`.
     pub chat_template: Option<String>,
+    /// The template prompts are rendered with, and why.
+    pub template: TemplateInfo,
     /// Bytes of tensor data (what llama.cpp maps).
     pub weight_bytes: u64,
     /// Bytes of the KV cache (f16 keys and values for every cell).
@@ -111,6 +119,8 @@ pub fn compute_buffer_bytes(n_vocab: u64, n_embd: u64, batch: u64, n_ctx: u64) -
 pub(crate) struct Inner {
     pub(crate) llama: Arc<LlamaModel>,
     pub(crate) info: ModelInfo,
+    /// Compiled once at load.
+    template: Arc<ChatTemplate>,
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) active: Arc<AtomicUsize>,
     next_id: AtomicU64,
@@ -240,6 +250,18 @@ impl Model {
                     }
                 };
                 let real_ctx = ctx.n_ctx();
+                let gguf_template = llama
+                    .chat_template(None)
+                    .ok()
+                    .and_then(|t| t.to_string().ok());
+                let template =
+                    match load_template(&llama, &name, &options, gguf_template.as_deref()) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
                 let info = ModelInfo {
                     name: name.clone(),
                     path: path.clone(),
@@ -258,10 +280,8 @@ impl Model {
                     n_ctx: real_ctx,
                     batch,
                     embeddings: options.embeddings,
-                    chat_template: llama
-                        .chat_template(None)
-                        .ok()
-                        .and_then(|t| t.to_string().ok()),
+                    chat_template: gguf_template,
+                    template: template.1.clone(),
                     weight_bytes: llama.size(),
                     kv_bytes: if options.embeddings {
                         0
@@ -282,11 +302,11 @@ impl Model {
                     ),
                     load_ms: started.elapsed().as_secs_f64() * 1e3,
                 };
-                let _ = ready_tx.send(Ok((llama.clone(), info.clone())));
+                let _ = ready_tx.send(Ok((llama.clone(), info.clone(), Arc::new(template.0))));
                 Worker::new(&llama, ctx, info, worker_active).run(rx);
             })
             .expect("spawning a model worker thread");
-        let (llama, info) = ready_rx
+        let (llama, info, template) = ready_rx
             .recv()
             .map_err(|_| EngineError::Stopped(name_for_errors.clone()))??;
         tracing::info!(model = %info.name, ms = info.load_ms, "model loaded");
@@ -294,6 +314,7 @@ impl Model {
             inner: Arc::new(Inner {
                 llama,
                 info,
+                template,
                 tx,
                 active,
                 next_id: AtomicU64::new(1),
@@ -347,43 +368,58 @@ impl Model {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// Render chat messages with the model's own template, or a ChatML fallback when
-    /// it has none (or llama.cpp does not know it).
+    /// Render chat messages with the model's chat template (no tools).
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let llama = &self.inner.llama;
-        if let Ok(tmpl) = llama.chat_template(None) {
-            let chat: Result<Vec<_>, _> = messages
-                .iter()
-                .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
-                .collect();
-            let chat = chat.map_err(|e| EngineError::Template {
-                model: self.name().into(),
-                reason: e.to_string(),
-            })?;
-            if let Ok(s) = llama.apply_chat_template(&tmpl, &chat, true) {
-                return Ok(s);
+        self.inner.template.render(messages, &[], true)
+    }
+
+    /// The prompt text a request puts before the answer: its messages (and tools,
+    /// unless `tool_choice` is `none`) rendered through the chat template, or the raw
+    /// text as given.
+    pub fn render_prompt(&self, request: &GenerateRequest) -> Result<String, EngineError> {
+        match &request.prompt {
+            Prompt::Chat(messages) => {
+                let tools = if request.tool_choice == ToolChoice::None {
+                    &[][..]
+                } else {
+                    &request.tools[..]
+                };
+                self.inner.template.render(messages, tools, true)
             }
-            tracing::debug!(
-                model = self.name(),
-                "chat template unknown to llama.cpp; using ChatML"
-            );
+            Prompt::Raw(s) => Ok(s.clone()),
         }
-        Ok(chatml(messages))
+    }
+
+    /// Which chat template this model uses and why.
+    pub fn template_info(&self) -> &TemplateInfo {
+        &self.inner.info.template
     }
 
     /// Start a generation. Tokens stream from the returned [`Generation`]; dropping it
     /// cancels the request and frees its slot.
+    ///
+    /// With `tools` (and `tool_choice` not `none`) the answer's tool calls are
+    /// constrained by a grammar, held back from the stream and returned in
+    /// [`Completion::tool_calls`](super::Completion) with
+    /// [`FinishReason::ToolCalls`](super::FinishReason); the grammar replaces
+    /// `sampling.grammar` for such a request.
     pub fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let info = &self.inner.info;
         if info.embeddings {
             return Err(EngineError::EmbeddingOnly(info.name.clone()));
         }
-        let text = match &request.prompt {
-            Prompt::Chat(messages) => self.render_chat(messages)?,
-            Prompt::Raw(s) => s.clone(),
-        };
+        let mut text = self.render_prompt(&request)?;
         let vocab = self.inner.llama.vocab();
         let add_bos = vocab.should_add_bos();
+        // Templates that print `bos_token` themselves would double it.
+        if add_bos && matches!(request.prompt, Prompt::Chat(_)) {
+            if let Some(bos) = token_text(&self.inner.llama, vocab.bos())
+                && !bos.is_empty()
+                && text.starts_with(&bos)
+            {
+                text.drain(..bos.len());
+            }
+        }
         let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
@@ -395,7 +431,26 @@ impl Model {
                 limit: info.context as usize - 1,
             });
         }
-        let sampler = self.build_sampler(&request.sampling)?;
+        let format = self.inner.template.tool_format();
+        let grammar = tool_grammar(
+            format,
+            &request.tools,
+            &request.tool_choice,
+            request.parallel_tool_calls,
+        )?;
+        let tools = grammar.as_ref().map(|_| ToolParse {
+            format,
+            names: request.tools.iter().map(|t| t.name.clone()).collect(),
+            special: format
+                .special_markers()
+                .iter()
+                .filter_map(|m| {
+                    let toks = vocab.tokenize(m.as_bytes(), false, true);
+                    (toks.len() == 1).then(|| toks[0])
+                })
+                .collect(),
+        });
+        let sampler = self.build_sampler(&request.sampling, grammar.as_ref())?;
         let (tx, rx) = tmpsc::unbounded_channel();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let job = Job {
@@ -405,6 +460,7 @@ impl Model {
             max_tokens: request.max_tokens,
             stop: request.stop,
             ignore_eos: request.ignore_eos,
+            tools,
             tx,
             submitted: Instant::now(),
         };
@@ -454,11 +510,29 @@ impl Model {
             .unwrap_or_else(|_| Err(EngineError::Stopped(info.name.clone())))
     }
 
-    fn build_sampler(&self, s: &SamplingParams) -> Result<LlamaSampler, EngineError> {
+    fn build_sampler(
+        &self,
+        s: &SamplingParams,
+        tools: Option<&ToolGrammar>,
+    ) -> Result<LlamaSampler, EngineError> {
         let llama = &self.inner.llama;
         let mut chain = Vec::new();
-        if let Some(g) = &s.grammar {
-            chain.push(LlamaSampler::grammar(llama, g, "root").map_err(|_| EngineError::Grammar)?);
+        match tools {
+            Some(t) if t.triggers.is_empty() => chain.push(
+                LlamaSampler::grammar(llama, &t.gbnf, "root").map_err(|_| EngineError::Grammar)?,
+            ),
+            Some(t) => chain.push(
+                LlamaSampler::grammar_lazy_patterns(llama, &t.gbnf, "root", &t.triggers, &[])
+                    .map_err(|_| EngineError::Grammar)?,
+            ),
+            None => {
+                if let Some(g) = &s.grammar {
+                    chain.push(
+                        LlamaSampler::grammar(llama, g, "root")
+                            .map_err(|_| EngineError::Grammar)?,
+                    );
+                }
+            }
         }
         if s.repeat_penalty != 1.0 || s.frequency_penalty != 0.0 || s.presence_penalty != 0.0 {
             chain.push(LlamaSampler::penalties(
@@ -487,6 +561,52 @@ impl Model {
         }
         Ok(LlamaSampler::chain_simple(chain))
     }
+}
+
+/// The text of a special token (`<|begin_of_text|>`), if the vocabulary has one.
+fn token_text(llama: &LlamaModel, token: LlamaToken) -> Option<String> {
+    if token.0 < 0 {
+        return None;
+    }
+    let vocab = llama.vocab();
+    vocab
+        .text(token)
+        .and_then(|t| t.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Choose and compile the model's template. A score override that does not compile
+/// fails the load; a GGUF template that does not compile falls back to the default.
+fn load_template(
+    llama: &LlamaModel,
+    name: &str,
+    options: &LoadOptions,
+    gguf: Option<&str>,
+) -> Result<(ChatTemplate, TemplateInfo), EngineError> {
+    let architecture = llama
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    let vocab = llama.vocab();
+    let has_token = |t: &str| {
+        let toks = vocab.tokenize(t.as_bytes(), false, true);
+        toks.len() == 1 && vocab.is_control(toks[0])
+    };
+    let (source, origin, reason) = choose_template(
+        options.chat_template.as_deref(),
+        gguf,
+        &architecture,
+        &has_token,
+    );
+    let bos = token_text(llama, vocab.bos()).unwrap_or_default();
+    let eos = token_text(llama, vocab.eos()).unwrap_or_default();
+    let template = ChatTemplate::new(name, &source, &bos, &eos)?;
+    let info = TemplateInfo {
+        source: origin,
+        reason,
+        tool_format: template.tool_format(),
+    };
+    tracing::info!(model = name, template = %info, "chat template");
+    Ok((template, info))
 }
 
 /// Threads for llama.cpp: every core the process may use.

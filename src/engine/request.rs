@@ -5,10 +5,55 @@
 use serde::{Deserialize, Serialize};
 
 /// One chat message, as OpenAI clients send them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
+    /// The text (empty for an assistant message that only calls tools).
+    #[serde(default)]
     pub content: String,
+    /// Tools an assistant message called (rendered back through the template).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// On a `tool` message: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A tool call a model made: `arguments` is JSON text, as OpenAI sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A function the model may call (OpenAI's `tools[].function`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON schema of the arguments.
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+}
+
+/// Whether and which tool the model must call (OpenAI's `tool_choice`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// Tools are not offered for this turn.
+    None,
+    /// The model must call some tool.
+    Required,
+    /// The model must call this function.
+    Function(String),
 }
 
 impl ChatMessage {
@@ -16,6 +61,7 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
     }
     pub fn system(content: impl Into<String>) -> Self {
@@ -104,6 +150,19 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Functions the model may call (rendered by the chat template; calls are parsed
+    /// from the answer into [`Completion::tool_calls`](super::Completion)).
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
+    /// Whether the model may call several tools in one answer.
+    #[serde(default = "yes")]
+    pub parallel_tool_calls: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Default generation length when a caller says nothing.
@@ -132,6 +191,9 @@ impl GenerateRequest {
             max_tokens: DEFAULT_MAX_TOKENS,
             stop: Vec::new(),
             ignore_eos: false,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
         }
     }
 
@@ -152,6 +214,12 @@ impl GenerateRequest {
 
     pub fn with_ignore_eos(mut self, ignore_eos: bool) -> Self {
         self.ignore_eos = ignore_eos;
+        self
+    }
+
+    pub fn with_tools(mut self, tools: Vec<Tool>, choice: ToolChoice) -> Self {
+        self.tools = tools;
+        self.tool_choice = choice;
         self
     }
 }

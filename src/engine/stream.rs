@@ -17,6 +17,8 @@ pub enum FinishReason {
     StopString,
     /// `max_tokens` or the request's context was reached.
     Length,
+    /// The model called tools (see [`Completion::tool_calls`]).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -25,6 +27,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop | FinishReason::StopString => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -55,6 +58,9 @@ pub struct Completion {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub timings: Timings,
+    /// Tool calls parsed from the answer (then `text` holds only the rest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<super::ToolCall>,
 }
 
 /// One thing the worker reports.

@@ -22,6 +22,7 @@ use super::error::EngineError;
 use super::model::ModelInfo;
 use super::stream::{Completion, FinishReason, StreamItem, Timings};
 use super::text::TextStream;
+use super::tools::{CallFilter, ToolFormat, parse_tool_calls};
 
 pub(crate) enum Command {
     Generate(Box<Job>),
@@ -36,8 +37,19 @@ pub(crate) struct Job {
     pub max_tokens: u32,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
+    /// Set when tools were offered: calls are held back and parsed.
+    pub tools: Option<ToolParse>,
     pub tx: UnboundedSender<StreamItem>,
     pub submitted: Instant,
+}
+
+/// How to find a request's tool calls.
+pub(crate) struct ToolParse {
+    pub format: ToolFormat,
+    /// Offered tool names.
+    pub names: Vec<String>,
+    /// Marker tokens (`[TOOL_CALLS]`) shown as text although they are special.
+    pub special: Vec<LlamaToken>,
 }
 
 pub(crate) struct EmbedJob {
@@ -62,6 +74,8 @@ struct Seq {
     logits_at: Option<i32>,
     generated: usize,
     text: TextStream,
+    /// Holds tool-call text back from the stream (requests with tools only).
+    calls: Option<CallFilter>,
     admitted: Instant,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
@@ -190,6 +204,7 @@ impl<'m> Worker<'m> {
                 return;
             };
             let stop = job.stop.clone();
+            let calls = job.tools.as_ref().map(|t| CallFilter::new(t.format));
             self.slots[i] = Some(Seq {
                 job,
                 seq: i as i32,
@@ -200,6 +215,7 @@ impl<'m> Worker<'m> {
                 logits_at: None,
                 generated: 0,
                 text: TextStream::new(stop),
+                calls,
                 admitted: Instant::now(),
                 first_token: None,
                 last_token: None,
@@ -299,10 +315,19 @@ impl<'m> Worker<'m> {
                 finish = Some(FinishReason::Stop);
             } else {
                 s.generated += 1;
-                let piece = vocab.token_to_piece(token, false, None);
+                let special = s
+                    .job
+                    .tools
+                    .as_ref()
+                    .is_some_and(|t| t.special.contains(&token));
+                let piece = vocab.token_to_piece(token, special, None);
                 let pushed = s.text.push(&piece);
-                if !pushed.text.is_empty() {
-                    let _ = s.job.tx.send(StreamItem::Text(pushed.text));
+                let shown = match s.calls.as_mut() {
+                    Some(f) => f.push(&pushed.text),
+                    None => pushed.text,
+                };
+                if !shown.is_empty() {
+                    let _ = s.job.tx.send(StreamItem::Text(shown));
                 }
                 if pushed.stopped {
                     finish = Some(FinishReason::StopString);
@@ -314,11 +339,27 @@ impl<'m> Worker<'m> {
                 s.last = Some(token);
             }
             if let Some(reason) = finish {
-                let rest = s.text.finish();
-                if !rest.is_empty() && reason != FinishReason::StopString {
+                let mut rest = s.text.finish();
+                if reason == FinishReason::StopString {
+                    rest.clear();
+                }
+                let mut completion = completion(s, reason, now);
+                if let (Some(filter), Some(tools)) = (s.calls.as_mut(), s.job.tools.as_ref()) {
+                    let mut shown = filter.push(&rest);
+                    let (content, calls) =
+                        parse_tool_calls(tools.format, &completion.text, &tools.names);
+                    if calls.is_empty() {
+                        shown.push_str(&filter.rest());
+                    } else {
+                        completion.text = content;
+                        completion.tool_calls = calls;
+                        completion.finish_reason = FinishReason::ToolCalls;
+                    }
+                    rest = shown;
+                }
+                if !rest.is_empty() {
                     let _ = s.job.tx.send(StreamItem::Text(rest));
                 }
-                let completion = completion(s, reason, now);
                 let tx = s.job.tx.clone();
                 // Free first: whoever sees the answer also sees the slot free.
                 self.free(i);
@@ -398,5 +439,6 @@ fn completion(s: &Seq, reason: FinishReason, now: Instant) -> Completion {
             gap_mean_ms: s.gaps.mean,
             gap_std_ms: s.gaps.std(),
         },
+        tool_calls: Vec::new(),
     }
 }

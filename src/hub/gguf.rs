@@ -41,8 +41,8 @@ pub fn summarize(parts: &[PathBuf]) -> Option<GgufSummary> {
     })
 }
 
-/// llama.cpp's `LLAMA_FTYPE_*` names.
-fn file_type_name(ftype: u32) -> Option<&'static str> {
+/// llama.cpp's `LLAMA_FTYPE_*` names: what `general.file_type` = 15 means (`Q4_K_M`).
+pub fn file_type_name(ftype: u32) -> Option<&'static str> {
     Some(match ftype {
         0 => "F32",
         1 => "F16",

@@ -27,6 +27,15 @@ use super::vm::{EvalOutcome, ScoreSource, ScoreVm};
 use super::watch::FileWatcher;
 use crate::events::{EventBus, EventKind};
 
+impl std::fmt::Debug for InstrumentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstrumentHandle")
+            .field("name", &self.name)
+            .field("section", &self.section)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The outcome of one reload attempt.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadEvent {
@@ -51,6 +60,27 @@ pub struct InstrumentInfo {
     pub section: String,
     pub model: String,
     pub path: PathBuf,
+    /// Tokens one request may use (prompt + answer).
+    pub context: u32,
+    /// Default answer length.
+    pub max_tokens: u32,
+    /// An embedding model (it answers `embed`, not `generate`).
+    pub embeddings: bool,
+}
+
+/// One instrument, played directly (no arrangement): what a server needs to lease its
+/// model from the stage and build requests with the instrument's own defaults.
+#[derive(Clone)]
+pub struct InstrumentHandle {
+    pub name: String,
+    pub section: String,
+    /// The stage the instrument's model lives on (`stage.acquire(&name)`).
+    pub stage: crate::stage::Stage,
+    pub sampling: crate::engine::SamplingParams,
+    pub max_tokens: u32,
+    /// The instrument's default system prompt.
+    pub system: Option<String>,
+    pub embeddings: bool,
 }
 
 /// What is loaded right now.
@@ -61,6 +91,10 @@ pub struct ScoreInfo {
     /// The score and every file it required.
     pub files: Vec<PathBuf>,
     pub instruments: Vec<InstrumentInfo>,
+    /// Every band's sections, in the order declared.
+    pub sections: Vec<String>,
+    /// Memory budget of the score's stages, in bytes.
+    pub budget: u64,
     pub watching: bool,
 }
 
@@ -90,6 +124,10 @@ enum Command {
     },
     Info {
         reply: oneshot::Sender<ScoreInfo>,
+    },
+    Instrument {
+        name: String,
+        reply: oneshot::Sender<Option<InstrumentHandle>>,
     },
 }
 
@@ -279,6 +317,12 @@ impl Conductor {
     pub async fn info(&self) -> Result<ScoreInfo, ScoreError> {
         self.ask(|reply| Command::Info { reply }).await
     }
+
+    /// The instrument `name` of the current version, to play it directly.
+    pub async fn instrument(&self, name: &str) -> Result<Option<InstrumentHandle>, ScoreError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Instrument { name, reply }).await
+    }
 }
 
 /// The conductor thread's state; lives on that thread only.
@@ -413,11 +457,8 @@ fn handle(state: &Rc<State>, cmd: Command) {
         }
         Command::Info { reply } => {
             let vm = state.current.borrow().clone();
-            let instruments = vm
-                .ctx
-                .bands
-                .lock()
-                .unwrap()
+            let bands = vm.ctx.bands.lock().unwrap();
+            let instruments = bands
                 .iter()
                 .flat_map(|(b, _)| b.members())
                 .map(|m| InstrumentInfo {
@@ -425,17 +466,74 @@ fn handle(state: &Rc<State>, cmd: Command) {
                     section: m.section.clone(),
                     model: m.reference.clone(),
                     path: m.path.clone(),
+                    context: context_of(&m.path, m.options.context),
+                    max_tokens: m.max_tokens,
+                    embeddings: m.options.embeddings,
                 })
                 .collect();
+            let mut sections: Vec<String> = Vec::new();
+            let mut stages: Vec<&StageKey> = Vec::new();
+            let mut budget = 0;
+            for (b, _) in bands.iter() {
+                if !stages.contains(&&b.key) {
+                    stages.push(&b.key);
+                    budget += b.stage.budget();
+                }
+                for s in b.sections.iter() {
+                    if !sections.contains(s) {
+                        sections.push(s.clone());
+                    }
+                }
+            }
+            drop(bands);
             let _ = reply.send(ScoreInfo {
                 name: state.source.name(),
                 version: vm.version,
                 files: vm.deps(),
                 instruments,
+                sections,
+                budget,
                 watching: state.watcher.borrow().is_some(),
             });
         }
+        Command::Instrument { name, reply } => {
+            let vm = state.current.borrow().clone();
+            let handle = vm
+                .ctx
+                .bands
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|(b, _)| b.members())
+                .find(|m| m.name == name)
+                .map(|m| InstrumentHandle {
+                    name: m.name.clone(),
+                    section: m.section.clone(),
+                    stage: m.stage.clone(),
+                    sampling: m.sampling.clone(),
+                    max_tokens: m.max_tokens,
+                    system: m.system.clone(),
+                    embeddings: m.options.embeddings,
+                });
+            let _ = reply.send(handle);
+        }
     }
+}
+
+/// Tokens one request of an instrument may use: what the score set, else what the
+/// engine picks (the model's training context, at most 4096).
+fn context_of(path: &std::path::Path, declared: u32) -> u32 {
+    if declared > 0 {
+        return declared;
+    }
+    crate::synth::read_header(path)
+        .ok()
+        .and_then(|h| {
+            let arch = h.architecture().unwrap_or("llama").to_owned();
+            h.get_u64(&format!("{arch}.context_length"))
+        })
+        .map(|n| n.min(4096) as u32)
+        .unwrap_or(4096)
 }
 
 /// Adds files the current version required since the watcher last looked.

@@ -11,7 +11,7 @@ use mlua::{AnyUserData, Lua};
 
 use super::api::band::Band;
 use super::options::ScoreOptions;
-use super::request::TextSink;
+use super::request::{TextSink, Usage};
 use crate::events::EventBus;
 use crate::stage::{Stage, StageConfig};
 
@@ -192,6 +192,18 @@ tokio::task_local! {
 pub(crate) struct Scope {
     /// Echo generated tokens here (the REPL shows generations as they stream).
     pub(crate) echo: Option<TextSink>,
+    /// Tokens of the request's generations, summed.
+    pub(crate) usage: Arc<Mutex<Usage>>,
+}
+
+/// Counts one finished generation into the running request's usage.
+pub(crate) fn add_usage(prompt_tokens: usize, completion_tokens: usize) {
+    let _ = SCOPE.try_with(|s| {
+        let mut u = s.usage.lock().unwrap();
+        u.prompt_tokens += prompt_tokens;
+        u.completion_tokens += completion_tokens;
+        u.generations += 1;
+    });
 }
 
 /// The echo sink of the running request, if any.

@@ -52,14 +52,14 @@ mod watch;
 
 pub use api::band::STANDARD_SECTIONS;
 pub use check::{BandReport, CheckReport, InstrumentReport, check, check_blocking};
-pub use conductor::{Conductor, InstrumentInfo, ReloadEvent, ScoreInfo};
+pub use conductor::{Conductor, InstrumentHandle, InstrumentInfo, ReloadEvent, ScoreInfo};
 pub use console::{ConsoleOut, history_path, run_terminal};
 pub use error::{ScoreError, human_duration};
 pub use options::{
     DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT, Printer, Sandbox, ScoreOptions, parse_duration,
 };
 pub use repl::{ReplOutput, ReplSession, describe_reload};
-pub use request::{Answer, Request, TextSink};
+pub use request::{Answer, Request, TextSink, Usage};
 pub use resolve::resolve_model;
 pub use vm::{EvalOutcome, REHEARSAL_SCORE, ScoreSource};
 

@@ -2,6 +2,7 @@
 //! value handed to every VM the conductor builds, so a reload runs under exactly the
 //! rules of the first load.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,10 @@ pub struct ScoreOptions {
     pub events: EventBus,
     /// Debounce of the file watcher (hot reload).
     pub reload_debounce: Duration,
+    /// Instrument name → GGUF file played instead of the score's `model = ...`
+    /// (`--model-file NAME=PATH`): try another file, or a local copy of an `hf:` model,
+    /// without editing the score.
+    pub overrides: BTreeMap<String, PathBuf>,
 }
 
 impl std::fmt::Debug for ScoreOptions {
@@ -58,6 +63,7 @@ impl std::fmt::Debug for ScoreOptions {
             .field("rehearsal_dir", &self.rehearsal_dir)
             .field("check_only", &self.check_only)
             .field("reload_debounce", &self.reload_debounce)
+            .field("overrides", &self.overrides)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +86,7 @@ impl Default for ScoreOptions {
             printer: Arc::new(|s: &str| println!("{s}")),
             events: EventBus::new(),
             reload_debounce: Duration::from_millis(40),
+            overrides: BTreeMap::new(),
         }
     }
 }
@@ -119,6 +126,16 @@ impl ScoreOptions {
     }
     pub fn with_reload_debounce(mut self, debounce: Duration) -> Self {
         self.reload_debounce = debounce;
+        self
+    }
+    /// Plays `path` wherever the score adds the instrument `name`, whatever its
+    /// `model = ...` says. A relative path starts at the current folder.
+    pub fn with_model_override(
+        mut self,
+        name: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> Self {
+        self.overrides.insert(name.into(), path.into());
         self
     }
 }

@@ -8,7 +8,7 @@ use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::engine::ChatMessage;
+use crate::engine::{ChatMessage, Tool, ToolChoice};
 
 /// Where streamed text goes (`req:write(text)`, echoed tokens in the REPL).
 pub type TextSink = UnboundedSender<String>;
@@ -25,6 +25,22 @@ pub struct Request {
     pub temperature: Option<f32>,
     /// Whether the client reads the answer as a stream.
     pub stream: bool,
+    /// The section the client asked for (`orchestra/<section>`): the router takes it
+    /// instead of deciding.
+    pub section: Option<String>,
+    /// Functions the soloist may call (OpenAI `tools`).
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+}
+
+/// Tokens a request cost, summed over every generation it made (comping, solo,
+/// review), as OpenAI's `usage` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// How many generations the request made.
+    pub generations: usize,
 }
 
 impl Request {
@@ -50,6 +66,8 @@ impl Request {
 /// What a score answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct Answer {
+    /// The request's id (also on its events as `request`).
+    pub request_id: u64,
     /// The answer: what `perform` returned (a string, or a table's `text`), else
     /// everything it streamed with `req:write`.
     pub text: String,
@@ -63,6 +81,8 @@ pub struct Answer {
     pub lua_cpu_ms: f64,
     /// Wall-clock time of the request.
     pub elapsed_ms: f64,
+    /// Tokens of every generation the request made.
+    pub usage: Usage,
 }
 
 /// The text a request streamed so far, and its sink. The sink is closed when the
@@ -116,6 +136,9 @@ pub(crate) fn to_lua(
         t.set("temperature", x)?;
     }
     t.set("stream", request.stream)?;
+    if let Some(s) = &request.section {
+        t.set("section", s.as_str())?;
+    }
 
     let written = Written {
         text: Arc::default(),
@@ -180,6 +203,8 @@ pub(crate) fn answer_from(
         other => (other.to_string()?, serde_json::Value::Null),
     };
     Ok(Answer {
+        request_id: 0,
+        usage: Usage::default(),
         text,
         streamed,
         data,

@@ -114,11 +114,11 @@ async fn run_metered<T>(
     meter: &Arc<Meter>,
     ctx: &VmContext,
     what: &str,
-    echo: Option<TextSink>,
+    scope: Scope,
     fut: impl Future<Output = mlua::Result<T>>,
 ) -> Result<(T, Duration), ScoreError> {
     let options = &ctx.options;
-    let scoped = SCOPE.scope(Scope { echo }, fut);
+    let scoped = SCOPE.scope(scope, fut);
     let metered = meter.run(lua, options.cpu_limit, scoped);
     let (res, spent) = match options.request_timeout {
         Some(limit) => match tokio::time::timeout(limit, metered).await {
@@ -236,7 +236,7 @@ impl ScoreVm {
             &vm.meter,
             &vm.ctx,
             "loading the score",
-            None,
+            Scope::default(),
             chunk.call_async::<Value>(()),
         )
         .await?;
@@ -309,18 +309,22 @@ impl ScoreVm {
         })?;
         let id = self.ctx.next_request_id();
         let (table, written) = request::to_lua(&self.lua, request, id, sink).map_err(lua_err)?;
+        let scope = Scope::default();
+        let usage = scope.usage.clone();
         let (values, spent) = run_metered(
             &self.lua,
             &self.meter,
             &self.ctx,
             "the request",
-            None,
+            scope,
             perform.call_async::<MultiValue>(table),
         )
         .await?;
         let mut answer =
             request::answer_from(&self.lua, values, written.take()).map_err(lua_err)?;
         answer.score_version = self.version;
+        answer.request_id = id;
+        answer.usage = *usage.lock().unwrap();
         answer.lua_cpu_ms = spent.as_secs_f64() * 1e3;
         answer.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(answer)
@@ -356,7 +360,10 @@ impl ScoreVm {
             &self.meter,
             &self.ctx,
             "the REPL line",
-            echo,
+            Scope {
+                echo,
+                ..Scope::default()
+            },
             f.call_async::<MultiValue>(()),
         )
         .await?;

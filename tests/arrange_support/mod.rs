@@ -6,7 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 #[allow(unused_imports)]
-pub use common::{band_dir, scratch, script};
+pub use common::{band_dir, real, scratch, script};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,9 @@
 //! Shared fixtures for integration tests: a scratch folder per test binary, synthetic
-//! models written once into it, the rehearsal band, and a tokio runtime helper.
+//! models written once into it, the rehearsal band, a tokio runtime helper, and the
+//! real models of the ignored tests ([`real`]).
 #![allow(dead_code)]
+
+pub mod real;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

@@ -12,6 +12,7 @@
 //! }
 //! ```
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use mlua::{
@@ -21,6 +22,7 @@ use mlua::{
 
 use crate::engine::{DEFAULT_MAX_TOKENS, LoadOptions, SamplingParams};
 use crate::score::context::{StageKey, ctx};
+use crate::score::error::ScoreError;
 use crate::score::options::parse_duration;
 use crate::score::resolve::resolve_model;
 use crate::score::util::{check_keys, describe, did_you_mean, is_identifier, misuse};
@@ -322,11 +324,16 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         }
     };
     band.check_section(lua, &section, &format!("band:add(\"{name}\")"))?;
-    let path = match resolve_model(&reference, &c.dir) {
+    let overridden = c.options.overrides.get(&name);
+    let resolved = match overridden {
+        Some(file) => resolve_override(&name, file),
+        None => resolve_model(&reference, &c.dir),
+    };
+    let path = match resolved {
         Ok(p) => Some(p),
         // `orchestra check` runs before `orchestra pull`: a hub model not downloaded yet
         // is a note there, not an error.
-        Err(e) if c.options.check_only && is_hub_reference(&reference) => {
+        Err(e) if overridden.is_none() && c.options.check_only && is_hub_reference(&reference) => {
             c.warn(format!("`{name}`: {e}"));
             None
         }
@@ -679,5 +686,25 @@ impl UserData for Band {
                 ),
             ))
         });
+    }
+}
+
+/// The file of a `--model-file NAME=PATH` override: relative to the current folder
+/// (where the user typed it), not the score's.
+fn resolve_override(name: &str, file: &std::path::Path) -> Result<PathBuf, ScoreError> {
+    let full = if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(file))
+            .unwrap_or_else(|_| file.to_path_buf())
+    };
+    if full.is_file() {
+        Ok(full)
+    } else {
+        Err(ScoreError::Model(format!(
+            "the override file for `{name}` does not exist: `{}` (from `--model-file {name}=...`)",
+            full.display()
+        )))
     }
 }

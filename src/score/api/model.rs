@@ -30,7 +30,7 @@ use crate::events::{EventBus, EventKind};
 use crate::stage::Stage;
 
 use super::sampling;
-use crate::score::context::echo;
+use crate::score::context::{add_usage, echo};
 use crate::score::request::TextSink;
 use crate::score::util::{check_keys, describe, misuse};
 
@@ -436,12 +436,14 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
     let details = match &completion {
         Some(c) => {
             finished(c.completion_tokens, c.timings.decode_tok_s);
+            add_usage(c.prompt_tokens, c.completion_tokens);
             Details {
                 model: &m.name,
                 finish_reason: match c.finish_reason {
                     crate::engine::FinishReason::Stop => "stop",
                     crate::engine::FinishReason::StopString => "stop_string",
                     crate::engine::FinishReason::Length => "length",
+                    crate::engine::FinishReason::ToolCalls => "tool_calls",
                 },
                 prompt_tokens: Some(c.prompt_tokens),
                 completion_tokens: c.completion_tokens,

@@ -1,0 +1,84 @@
+//! `orchestra serve` checked by the official `openai` Python client (a client nobody
+//! here wrote): chat, streaming, usage, `response_format`, embeddings, legacy
+//! completions, error codes — on the synthetic band, then on a real model. The checks
+//! themselves are in `tests/openai/client_checks.py`.
+
+mod serve_support;
+
+use std::process::Command;
+
+use orchestra::server::ServeConfig;
+use serve_support::*;
+
+#[path = "common/real.rs"]
+#[allow(dead_code)]
+mod real;
+
+fn run_checks(mode: &str, url: &str, expected: serde_json::Value) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai/client_checks.py");
+    let out = Command::new("python3")
+        .args([script, mode, url, &expected.to_string()])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the openai client checks failed:\n{stdout}\n{stderr}"
+    );
+    println!("{stdout}");
+}
+
+#[test]
+#[ignore = "needs the openai Python package: pip install openai, then cargo test --release --test serve_openai -- --include-ignored"]
+fn the_openai_python_client_works_unchanged() {
+    runtime().block_on(async {
+        let s = serve("openai", ServeConfig::default()).await;
+        let keyed = serve_file(
+            &s.score,
+            ServeConfig {
+                api_key: Some("sesame".into()),
+                ..ServeConfig::default()
+            },
+        )
+        .await;
+        let expected = serde_json::json!({
+            "coltrane": script("coltrane"),
+            "monk": script("monk"),
+            "keyed_url": keyed.url,
+        });
+        let url = s.url.clone();
+        tokio::task::spawn_blocking(move || run_checks("synthetic", &url, expected))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+#[ignore = "needs the openai Python package and the real test models: pip install openai; scripts/fetch-test-models"]
+fn a_real_model_serves_the_openai_python_client() {
+    let qwen = real::real_model(real::Real::Qwen);
+    runtime().block_on(async {
+        let dir = scratch().join("openai-real");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let score = dir.join("score.lua");
+        std::fs::write(
+            &score,
+            format!(
+                r#"local band = orchestra.band {{ memory = "4GiB" }}
+band:add("qwen", {{ model = "{}", section = "code", context = 2048, slots = 2 }})
+return {{ perform = function(req) return band.qwen:chat(req) end }}
+"#,
+                qwen.display()
+            ),
+        )
+        .unwrap();
+        let s = serve_file(&score, ServeConfig::default()).await;
+        let url = s.url.clone();
+        let expected = serde_json::json!({ "json_model": "qwen" });
+        tokio::task::spawn_blocking(move || run_checks("real", &url, expected))
+            .await
+            .unwrap();
+    });
+}
