@@ -12,8 +12,12 @@
 //!   eviction, pinning, idle unload, shared loads).
 //! - [`hub`]: model references (`hf:` and local paths) and Hugging Face downloads.
 //! - [`score`]: the Lua side — the only module that imports `mlua`.
-//! - [`events`]: the event bus every part reports to.
+//! - [`events`]: the event bus every part reports to (numbered, tagged with the request
+//!   and score version, resumable).
+//! - [`metrics`]: Prometheus counters, updated where things happen.
 //! - [`narrate`]: events as short spoken-style lines, and text-to-speech.
+//! - [`trace`]: the arrangement trace rendered for people, and the [`trace::Narrator`]
+//!   (shared by `play` and `serve`).
 //! - [`server`]: `orchestra serve` — the OpenAI-compatible HTTP API (axum); speaks HTTP
 //!   only, on the same library calls the CLI makes.
 //! - [`cli`]: the command implementations behind the thin `main.rs`.
@@ -22,8 +26,10 @@ pub mod cli;
 pub mod engine;
 pub mod events;
 pub mod hub;
+pub mod metrics;
 pub mod narrate;
 pub mod score;
 pub mod server;
 pub mod stage;
 pub mod synth;
+pub mod trace;

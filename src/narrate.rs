@@ -159,13 +159,10 @@ mod tests {
     use serde_json::json;
 
     fn custom(name: &str, data: Value) -> Event {
-        Event {
-            at_ms: 0.0,
-            kind: EventKind::Custom {
-                name: name.into(),
-                data,
-            },
-        }
+        Event::new(EventKind::Custom {
+            name: name.into(),
+            data,
+        })
     }
 
     #[test]

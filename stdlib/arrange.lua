@@ -32,7 +32,7 @@
 --- end
 --- ```
 ---
---- A *draft* is `{ text, player, section, model, band, notes }`: what `solo`, `jam` and
+--- A *draft* is `{ text, player, section, model, band, notes, tool_calls }`: what `solo`, `jam` and
 --- `cascade` return and `review` improves. Functions that play return `nil, err` when
 --- every candidate failed, like `io.open`; misuse raises.
 ---@class orchestra.arrange
@@ -208,7 +208,13 @@ local function conversation(req)
   end
   local msgs = {}
   for i, m in ipairs(req.messages or {}) do
-    msgs[i] = { role = m.role, content = m.content }
+    msgs[i] = {
+      role = m.role,
+      content = m.content,
+      tool_calls = m.tool_calls,
+      tool_call_id = m.tool_call_id,
+      name = m.name,
+    }
   end
   if #msgs == 0 then
     msgs[1] = { role = "user", content = req.prompt or "" }
@@ -348,6 +354,10 @@ function arrange.solo(band, who, req, opts)
   end
   local role = opts.role or "solo"
   local prompt = prompt_table(req, with_notes(conversation(req), opts.notes, opts.note_chars))
+  -- Only the soloist gets the client's tools (comping and review never do).
+  if type(req) == "table" and req.tools then
+    prompt.tools, prompt.tool_choice = req.tools, req.tool_choice
+  end
   local gen = generation(opts, opts.max_tokens)
   local on_piece
   if opts.stream == true and type(req) == "table" and req.write then
@@ -378,6 +388,7 @@ function arrange.solo(band, who, req, opts)
         request = req,
         notes = opts.notes,
         streamed = on_piece ~= nil,
+        tool_calls = details.tool_calls,
       }
       if opts.record ~= false then
         t.solo = {
@@ -935,7 +946,13 @@ function arrange.answer(req, draft)
   if not draft.streamed and type(req) == "table" and req.write then
     req:write(draft.text)
   end
-  return { text = draft.text, player = draft.player, section = draft.section, trace = trace.finish(req) }
+  return {
+    text = draft.text,
+    player = draft.player,
+    section = draft.section,
+    tool_calls = draft.tool_calls,
+    trace = trace.finish(req),
+  }
 end
 
 --- The standard arrangement: route the request to a section, let the leads of the
@@ -980,7 +997,8 @@ function arrange.perform(band, req, opts)
     error(err, 0)
   end
   draft.request = req
-  if reviewing then
+  -- A tool call is not prose to review: the client runs it and asks again.
+  if reviewing and not draft.tool_calls then
     local review = opts.review or {}
     draft = arrange.review(draft, review.reviewer, review)
   end

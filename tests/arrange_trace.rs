@@ -5,8 +5,8 @@
 mod arrange_support;
 
 use arrange_support::*;
-use orchestra::cli::trace;
 use orchestra::score::Request;
+use orchestra::trace;
 
 const SONNY: &str = "fn reverse(s: &str) -> String { s.chars().rev().collect() }";
 
@@ -115,6 +115,7 @@ async fn the_narrator_prints_and_speaks_the_story_of_a_performance() {
         .unwrap();
     let lines: Vec<String> = narrator
         .finish()
+        .await
         .into_iter()
         .filter(|l| !l.ends_with("walking on stage."))
         .collect();

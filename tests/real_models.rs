@@ -252,11 +252,7 @@ async fn the_pocket_band_routes_comps_solos_and_reviews_on_real_models() {
         .await
         .expect("the band plays");
     let trace = &answer.data["trace"];
-    eprintln!(
-        "{}\n{}",
-        answer.text,
-        orchestra::cli::trace::render_trace(trace)
-    );
+    eprintln!("{}\n{}", answer.text, orchestra::trace::render_trace(trace));
     assert_eq!(trace["route"]["section"], "code", "{trace:#}");
     let mut comped: Vec<&str> = trace["comp"]["players"]
         .as_array()

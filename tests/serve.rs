@@ -84,6 +84,25 @@ fn an_instrument_answers_alone_with_real_usage() {
             usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
         );
         assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 0);
+        // The same conversation again: its prompt comes from the slot's cache.
+        let again: Value = client()
+            .post(format!("{}/chat/completions", s.url))
+            .json(&chat("coltrane", "hello"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            again["usage"]["prompt_tokens_details"]["cached_tokens"],
+            again["usage"]["prompt_tokens"].as_u64().unwrap() - 1
+        );
+        assert_eq!(
+            again["choices"][0]["message"]["content"],
+            script("coltrane")
+        );
     });
 }
 

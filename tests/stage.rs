@@ -187,3 +187,39 @@ fn the_real_footprint_replaces_the_estimate_after_a_load() {
         assert_eq!(stage.used(), r.footprint_bytes);
     });
 }
+
+#[test]
+fn a_load_whose_request_is_cancelled_gives_its_memory_back() {
+    runtime().block_on(async {
+        // Room for one model: beta can load only once alpha's reservation is returned.
+        let (stage, _) = stage_for(1.5, None, Duration::from_secs(30));
+        let mut events = stage.events().subscribe();
+        let loading = stage.clone();
+        let first = tokio::spawn(async move { loading.acquire("alpha").await.map(|_| ()) });
+        loop {
+            let e = events.recv().await.unwrap();
+            if matches!(&e.kind, EventKind::ModelLoading { model, .. } if model == "alpha") {
+                break;
+            }
+        }
+        // Cancelled in the middle of its load.
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert_eq!(play(&stage, "beta").await, BETA);
+        assert!(!stage.is_resident("alpha"));
+        // The cancellation really came during the load: alpha never finished loading.
+        while let Ok(e) = events.try_recv() {
+            assert!(
+                !matches!(&e.kind, EventKind::ModelLoaded { model, .. } if model == "alpha"),
+                "alpha finished loading before the cancel; the test did not cancel a load"
+            );
+        }
+        // Nothing is left reserved: the budget holds beta alone.
+        let beta = stage
+            .resident()
+            .into_iter()
+            .find(|r| r.name == "beta")
+            .unwrap();
+        assert_eq!(stage.used(), beta.footprint_bytes);
+    });
+}

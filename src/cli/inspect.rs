@@ -33,6 +33,13 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let arch = h.architecture().unwrap_or("unknown").to_owned();
     let key = |k: &str| h.get_u64(&format!("{arch}.{k}"));
     let template = h.chat_template().map(str::to_owned);
+    // The template `orchestra` will prompt with, and why (a score may still override it).
+    let tokens = h.tokens().unwrap_or_default();
+    let (used, template_source, template_reason) =
+        crate::engine::choose_template(None, template.as_deref(), &arch, &|t: &str| {
+            tokens.iter().any(|x| x == t)
+        });
+    let tool_format = crate::engine::ToolFormat::detect(&used);
     let file_bytes = std::fs::metadata(&args.path)?.len();
     let file_type = file_type(&h);
     let mix = tensor_mix(&h);
@@ -56,6 +63,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             "kv_heads": key("attention.head_count_kv"),
             "vocab_size": h.vocab_size(),
             "chat_template": template,
+            "template": {
+                "source": template_source.to_string(),
+                "reason": template_reason,
+                "tool_format": tool_format,
+            },
             "file_bytes": file_bytes,
             "footprint": fp,
             "footprint_total": fp.total(),
@@ -104,8 +116,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             };
             println!("template      {kind} ({} chars)", t.len());
         }
-        None => println!("template      none (ChatML fallback)"),
+        None => println!("template      none in the file"),
     }
+    println!("prompted with {template_source} ({template_reason}); tool calls: {tool_format}");
     println!("file size     {}", human_bytes(file_bytes));
     println!(
         "footprint     {} = weights {} + KV cache {} + compute {}  (context {}, {} slots)",

@@ -11,7 +11,6 @@ pub mod repl;
 pub mod score_bench;
 pub mod serve;
 pub mod serve_bench;
-pub mod trace;
 
 use std::path::PathBuf;
 

@@ -131,16 +131,40 @@ impl PlayArgs {
 async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::Result<()> {
     let (json, events) = (show.json, show.events);
     let narrator = show.narrate.then(|| {
-        super::trace::Narrator::start(
+        crate::trace::Narrator::start(
             conductor.events(),
             show.say.clone().map(crate::narrate::Speaker::new),
             None,
         )
     });
     let mut bus = conductor.events().subscribe();
+    let (stop_events, mut events_stopped) = tokio::sync::oneshot::channel::<()>();
     let show_events = events.then(|| {
         tokio::spawn(async move {
-            while let Ok(e) = bus.recv().await {
+            use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+            let mut stopping = false;
+            loop {
+                let e = if stopping {
+                    // Stopped: print what was emitted before, then end.
+                    match bus.try_recv() {
+                        Ok(e) => e,
+                        Err(TryRecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    }
+                } else {
+                    tokio::select! {
+                        biased;
+                        r = bus.recv() => match r {
+                            Ok(e) => e,
+                            Err(RecvError::Lagged(_)) => continue,
+                            Err(_) => break,
+                        },
+                        _ = &mut events_stopped => {
+                            stopping = true;
+                            continue;
+                        }
+                    }
+                };
                 let line = match &e.kind {
                     EventKind::Custom { name, data } => format!("[{name}] {data}"),
                     EventKind::GenerationStarted { model, .. } => format!("[{model} starts]"),
@@ -176,12 +200,14 @@ async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::
         .perform_streaming(Request::prompt(prompt), tx)
         .await;
     let streamed = printer.await.unwrap_or(false);
+    let _ = stop_events.send(());
     if let Some(h) = show_events {
-        // Let the last events print, then stop listening.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        h.abort();
+        let _ = h.await;
     }
-    let lines = narrator.map(|n| n.finish()).unwrap_or_default();
+    let lines = match narrator {
+        Some(n) => n.finish().await,
+        None => Vec::new(),
+    };
     let answer = result?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -197,7 +223,7 @@ async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::
         let trace = Some(&answer.data["trace"]).filter(|t| !t.is_null());
         match trace {
             Some(t) if format == "json" => println!("{}", serde_json::to_string_pretty(t)?),
-            Some(t) => eprintln!("\n{}", super::trace::render_trace(t)),
+            Some(t) => eprintln!("\n{}", crate::trace::render_trace(t)),
             None => eprintln!(
                 "this score returns no trace: end `perform` with `arrange.answer(req, draft)`"
             ),

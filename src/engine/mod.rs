@@ -22,7 +22,7 @@ pub use request::{
     ChatMessage, DEFAULT_MAX_TOKENS, GenerateRequest, Prompt, SamplingParams, Tool, ToolCall,
     ToolChoice,
 };
-pub use stream::{Completion, FinishReason, Generation, StreamItem, Timings};
+pub use stream::{Completion, FinishReason, Generation, GenerationObserver, StreamItem, Timings};
 pub use template::{
     ChatTemplate, Family, TemplateInfo, TemplateSource, choose_template, mistral_call_id,
 };

@@ -56,6 +56,8 @@ pub struct Completion {
     pub text: String,
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
+    /// Prompt tokens reused from the slot's prompt cache instead of decoded again.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     pub timings: Timings,
     /// Tool calls parsed from the answer (then `text` holds only the rest).
@@ -72,16 +74,50 @@ pub enum StreamItem {
     Failed(EngineError),
 }
 
+/// Sees every item of a generation as its reader takes it, on the reader's thread
+/// (the stage counts tokens and tempo per instrument this way). Dropped with the
+/// [`Generation`]: a drop before `Done` or `Failed` means the generation was cancelled.
+pub trait GenerationObserver: Send {
+    fn item(&mut self, item: &StreamItem);
+}
+
 /// A running generation.
-#[derive(Debug)]
 pub struct Generation {
     id: u64,
     rx: UnboundedReceiver<StreamItem>,
+    observer: Option<Box<dyn GenerationObserver>>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("id", &self.id)
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Generation {
     pub(crate) fn new(id: u64, rx: UnboundedReceiver<StreamItem>) -> Self {
-        Self { id, rx }
+        Self {
+            id,
+            rx,
+            observer: None,
+        }
+    }
+
+    /// This generation with `observer` watching what is read from it (replacing any
+    /// earlier observer).
+    pub fn observed(mut self, observer: impl GenerationObserver + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    fn seen(&mut self, item: Option<StreamItem>) -> Option<StreamItem> {
+        if let (Some(o), Some(i)) = (self.observer.as_mut(), item.as_ref()) {
+            o.item(i);
+        }
+        item
     }
 
     /// Request id, unique per model.
@@ -91,12 +127,14 @@ impl Generation {
 
     /// The next chunk, or `None` after the end.
     pub async fn next(&mut self) -> Option<StreamItem> {
-        self.rx.recv().await
+        let item = self.rx.recv().await;
+        self.seen(item)
     }
 
     /// Like [`Generation::next`], for threads outside an async runtime.
     pub fn blocking_next(&mut self) -> Option<StreamItem> {
-        self.rx.blocking_recv()
+        let item = self.rx.blocking_recv();
+        self.seen(item)
     }
 
     /// Wait for the whole answer, calling `on_text` for each chunk.

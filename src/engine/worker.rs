@@ -68,6 +68,11 @@ struct Seq {
     feeding: usize,
     /// Tokens in this sequence's KV cells.
     n_past: i32,
+    /// Exactly the tokens in this sequence's KV cells, in order: kept as the slot's
+    /// prompt cache when the request ends.
+    decoded: Vec<LlamaToken>,
+    /// Prompt tokens reused from the slot's cache (not decoded again).
+    cached: usize,
     /// Last sampled token, decoded in the next step.
     last: Option<LlamaToken>,
     /// Batch index of this sequence's logits in the current step.
@@ -80,6 +85,11 @@ struct Seq {
     first_token: Option<Instant>,
     last_token: Option<Instant>,
     gaps: Welford,
+}
+
+/// How many tokens two sequences share from the start.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Running mean and variance of inter-token gaps.
@@ -112,6 +122,13 @@ pub(crate) struct Worker<'m> {
     info: ModelInfo,
     active: Arc<AtomicUsize>,
     slots: Vec<Option<Seq>>,
+    /// Per slot, the tokens its KV cells still hold from the request it served last
+    /// (llama-server's `cache_prompt`): a new request takes the free slot sharing the
+    /// longest prefix with its prompt and decodes only the rest.
+    cache: Vec<Vec<LlamaToken>>,
+    /// Per slot, when it was last taken (a counter; 0 = never).
+    last_used: Vec<u64>,
+    uses: u64,
     queue: VecDeque<Box<Job>>,
     batch: LlamaBatch<'static>,
 }
@@ -124,6 +141,8 @@ impl<'m> Worker<'m> {
         active: Arc<AtomicUsize>,
     ) -> Self {
         let slots = (0..info.slots).map(|_| None).collect();
+        let cache = (0..info.slots).map(|_| Vec::new()).collect();
+        let last_used = vec![0; info.slots as usize];
         let batch = LlamaBatch::new(ctx.n_batch() as usize, info.slots.max(1) as i32);
         Self {
             model,
@@ -131,6 +150,9 @@ impl<'m> Worker<'m> {
             info,
             active,
             slots,
+            cache,
+            last_used,
+            uses: 0,
             queue: VecDeque::new(),
             batch,
         }
@@ -190,27 +212,69 @@ impl<'m> Worker<'m> {
             if self.slots[i].as_ref().is_some_and(|s| s.job.tx.is_closed()) {
                 let id = self.slots[i].as_ref().map(|s| s.job.id);
                 tracing::debug!(model = %self.info.name, slot = i, ?id, "request cancelled");
-                self.free(i);
+                self.free(i, true);
             }
         }
     }
 
+    /// The free slot for `tokens`: the one whose cache shares the longest prefix with
+    /// them when that prefix is a real part of the prompt (a tenth or more, like
+    /// llama-server's slot similarity); otherwise the least recently used slot, so one
+    /// conversation does not overwrite another's cache for a shared BOS token.
+    fn pick_slot(&self, tokens: &[LlamaToken]) -> Option<(usize, usize)> {
+        let free = || (0..self.slots.len()).filter(|&i| self.slots[i].is_none());
+        let best = free()
+            .map(|i| (i, common_prefix(&self.cache[i], tokens)))
+            .max_by_key(|&(i, common)| (common, std::cmp::Reverse(self.last_used[i])))?;
+        if best.1 > 0 && best.1 * 10 >= tokens.len() {
+            return Some(best);
+        }
+        free()
+            .min_by_key(|&i| self.last_used[i])
+            .map(|i| (i, common_prefix(&self.cache[i], tokens)))
+    }
+
     fn admit(&mut self) {
-        for i in 0..self.slots.len() {
-            if self.slots[i].is_some() {
-                continue;
-            }
+        while !self.queue.is_empty() {
+            let Some((i, common)) = self.pick_slot(&self.queue[0].tokens) else {
+                return;
+            };
             let Some(job) = self.queue.pop_front() else {
                 return;
             };
+            self.uses += 1;
+            self.last_used[i] = self.uses;
+            // Keep the shared prefix, but always decode at least the prompt's last token
+            // (its logits give the first answer token).
+            let mut keep = common.min(job.tokens.len().saturating_sub(1));
+            let cached = std::mem::take(&mut self.cache[i]);
+            if keep < cached.len() {
+                let trimmed = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(i as u32), Some(keep as u32), None)
+                    .unwrap_or(false);
+                // A sliding-window cache may have dropped the prefix's oldest cells (its
+                // lowest position is above 0): the next tokens would not attend as they
+                // did, so start over, as when a cache cannot drop a suffix at all.
+                if !trimmed || (keep > 0 && self.ctx.kv_cache_seq_pos_min(i as i32) > 0) {
+                    let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                    keep = 0;
+                }
+            }
+            if keep > 0 {
+                tracing::debug!(model = %self.info.name, slot = i, reused = keep, prompt = job.tokens.len(), "prompt cache hit");
+            }
+            let decoded = job.tokens[..keep].to_vec();
             let stop = job.stop.clone();
             let calls = job.tools.as_ref().map(|t| CallFilter::new(t.format));
             self.slots[i] = Some(Seq {
                 job,
                 seq: i as i32,
-                fed: 0,
+                fed: keep,
                 feeding: 0,
-                n_past: 0,
+                n_past: keep as i32,
+                decoded,
+                cached: keep,
                 last: None,
                 logits_at: None,
                 generated: 0,
@@ -224,10 +288,17 @@ impl<'m> Worker<'m> {
         }
     }
 
-    /// Free a slot and its KV cells at once.
-    fn free(&mut self, i: usize) {
-        if self.slots[i].take().is_some() {
-            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+    /// Frees a slot at once. With `keep_cache`, its KV cells stay as the slot's prompt
+    /// cache (they are overwritten by whichever request takes the slot next);
+    /// otherwise they are cleared.
+    fn free(&mut self, i: usize, keep_cache: bool) {
+        if let Some(s) = self.slots[i].take() {
+            if keep_cache && s.decoded.len() == s.n_past as usize {
+                self.cache[i] = s.decoded;
+            } else {
+                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                self.cache[i].clear();
+            }
             self.active.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -277,7 +348,7 @@ impl<'m> Worker<'m> {
             for i in 0..self.slots.len() {
                 if let Some(s) = &self.slots[i] {
                     let tx = s.job.tx.clone();
-                    self.free(i);
+                    self.free(i, false);
                     let _ = tx.send(StreamItem::Failed(EngineError::Decode {
                         model: self.info.name.clone(),
                         reason: e.to_string(),
@@ -287,9 +358,12 @@ impl<'m> Worker<'m> {
             return;
         }
         for s in self.slots.iter_mut().flatten() {
-            if s.last.is_some() {
+            if let Some(tok) = s.last {
                 s.n_past += 1;
+                s.decoded.push(tok);
             } else {
+                s.decoded
+                    .extend_from_slice(&s.job.tokens[s.fed..s.fed + s.feeding]);
                 s.fed += s.feeding;
                 s.n_past += s.feeding as i32;
             }
@@ -362,7 +436,7 @@ impl<'m> Worker<'m> {
                 }
                 let tx = s.job.tx.clone();
                 // Free first: whoever sees the answer also sees the slot free.
-                self.free(i);
+                self.free(i, true);
                 let _ = tx.send(StreamItem::Done(completion));
             }
         }
@@ -425,11 +499,12 @@ fn completion(s: &Seq, reason: FinishReason, now: Instant) -> Completion {
         text: s.text.text().to_owned(),
         finish_reason: reason,
         prompt_tokens: s.job.tokens.len(),
+        cached_tokens: s.cached,
         completion_tokens: s.generated,
         timings: Timings {
             queued_ms: ms(s.job.submitted, s.admitted),
             ttft_ms: ms(s.job.submitted, first),
-            prompt_tok_s: s.job.tokens.len() as f64 / (prompt_ms / 1e3),
+            prompt_tok_s: (s.job.tokens.len() - s.cached) as f64 / (prompt_ms / 1e3),
             decode_tok_s: if decode_ms > 0.0 {
                 decoded_after_first as f64 / (decode_ms / 1e3)
             } else {

@@ -47,7 +47,7 @@ pub struct InstrumentReport {
 /// Checks a score without running any model.
 pub async fn check(source: ScoreSource, options: ScoreOptions) -> Result<CheckReport, ScoreError> {
     let options = options.with_check_only(true);
-    let stages = Stages::new(options.events.clone(), false);
+    let stages = Stages::new(options.events.clone(), options.metrics.clone(), false);
     let vm = ScoreVm::load(&source, &options, stages, 1).await?;
     let mut notes = vm.ctx.warnings.lock().unwrap().clone();
     let bands = vm.ctx.bands.lock().unwrap().clone();

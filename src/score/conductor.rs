@@ -10,13 +10,14 @@
 //! keeps the VM it started on until it finishes.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::context::{StageKey, Stages};
@@ -25,7 +26,9 @@ use super::options::ScoreOptions;
 use super::request::{Answer, Request, TextSink};
 use super::vm::{EvalOutcome, ScoreSource, ScoreVm};
 use super::watch::FileWatcher;
-use crate::events::{EventBus, EventKind};
+use crate::events::{EventBus, EventContext, EventKind};
+use crate::metrics::Metrics;
+use crate::stage::StageStatus;
 
 impl std::fmt::Debug for InstrumentHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,9 +101,89 @@ pub struct ScoreInfo {
     pub watching: bool,
 }
 
+/// One request the score played, as the stage page and `orchestra status` list it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArrangementRecord {
+    pub request_id: u64,
+    pub score_version: u64,
+    /// When it finished, milliseconds since the Unix epoch.
+    pub at_ms: f64,
+    /// What the client asked for (`orchestra`, `orchestra/code`), when known.
+    pub model: Option<String>,
+    /// The last user message, cut to 200 characters.
+    pub prompt: String,
+    pub section: Option<String>,
+    pub soloist: Option<String>,
+    /// The last review verdict (`approve`, `revise`, `skipped`), when reviewed.
+    pub verdict: Option<String>,
+    pub revisions: u64,
+    pub ms: f64,
+    pub completion_tokens: usize,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The arrangement trace (`answer.data.trace`; `null` when there is none).
+    pub trace: serde_json::Value,
+}
+
+/// Requests kept by [`Conductor::recent_arrangements`].
+pub const RECENT_ARRANGEMENTS: usize = 50;
+
+impl ArrangementRecord {
+    fn new(request: &Request, result: &Result<Answer, ScoreError>, version: u64, ms: f64) -> Self {
+        let prompt: String = request.last_user().chars().take(200).collect();
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0);
+        let mut r = ArrangementRecord {
+            request_id: 0,
+            score_version: version,
+            at_ms,
+            model: request.model.clone(),
+            prompt,
+            section: None,
+            soloist: None,
+            verdict: None,
+            revisions: 0,
+            ms,
+            completion_tokens: 0,
+            error: None,
+            trace: serde_json::Value::Null,
+        };
+        match result {
+            Ok(a) => {
+                let s = |k: &str| a.data.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                let trace = a.data.get("trace").cloned().unwrap_or_default();
+                r.request_id = a.request_id;
+                r.score_version = a.score_version;
+                r.section = s("section");
+                r.soloist = s("player");
+                r.verdict = trace
+                    .get("reviews")
+                    .and_then(|v| v.as_array())
+                    .and_then(|v| v.last())
+                    .and_then(|v| v.get("verdict"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+                r.revisions = trace
+                    .pointer("/answer/revisions")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                r.ms = a.elapsed_ms;
+                r.completion_tokens = a.usage.completion_tokens;
+                r.trace = trace;
+            }
+            Err(e) => r.error = Some(e.to_string()),
+        }
+        r
+    }
+}
+
 enum Command {
     Perform {
         request: Request,
+        /// The caller's event context: a request id given there is kept.
+        events: Option<EventContext>,
         sink: Option<TextSink>,
         reply: oneshot::Sender<Result<Answer, ScoreError>>,
     },
@@ -135,6 +218,11 @@ struct Shared {
     tx: mpsc::UnboundedSender<Command>,
     reloads: broadcast::Sender<ReloadEvent>,
     events: EventBus,
+    metrics: Metrics,
+    /// Shared with the conductor thread: the stages are plain Rust behind mutexes, so
+    /// their status is read here without a trip through the thread.
+    stages: Arc<Stages>,
+    recent: Arc<Mutex<VecDeque<ArrangementRecord>>>,
     name: String,
     version: Arc<AtomicU64>,
 }
@@ -184,10 +272,19 @@ impl Conductor {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (reloads, _) = broadcast::channel(64);
         let version = Arc::new(AtomicU64::new(1));
+        let stages = Stages::new(
+            options.events.clone(),
+            options.metrics.clone(),
+            !options.check_only,
+        );
+        let recent = Arc::new(Mutex::new(VecDeque::new()));
         let shared = Arc::new(Shared {
             tx: tx.clone(),
             reloads: reloads.clone(),
             events: options.events.clone(),
+            metrics: options.metrics.clone(),
+            stages: stages.clone(),
+            recent: recent.clone(),
             name: source.name(),
             version: version.clone(),
         });
@@ -201,10 +298,13 @@ impl Conductor {
                     .build()
                     .expect("starting the conductor's tokio runtime");
                 let local = tokio::task::LocalSet::new();
-                local.block_on(
-                    &rt,
-                    run(source, options, rx, weak, reloads, version, ready_tx),
-                );
+                let shared = Handed {
+                    stages,
+                    recent,
+                    reloads,
+                    version,
+                };
+                local.block_on(&rt, run(source, options, rx, weak, shared, ready_tx));
             })
             .expect("spawning the conductor thread");
         (Conductor { shared }, ready_rx)
@@ -227,6 +327,7 @@ impl Conductor {
     pub async fn perform(&self, request: Request) -> Result<Answer, ScoreError> {
         self.ask(|reply| Command::Perform {
             request,
+            events: crate::events::current(),
             sink: None,
             reply,
         })
@@ -241,6 +342,7 @@ impl Conductor {
     ) -> Result<Answer, ScoreError> {
         self.ask(|reply| Command::Perform {
             request,
+            events: crate::events::current(),
             sink: Some(sink),
             reply,
         })
@@ -305,6 +407,43 @@ impl Conductor {
         &self.shared.events
     }
 
+    /// Where the score's stages, reloads (and the server, if any) count.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Every stage of the score taken together: the sum of their budgets and use,
+    /// and every registered model.
+    pub fn stage_status(&self) -> StageStatus {
+        let mut all = StageStatus {
+            budget: 0,
+            used: 0,
+            models: Vec::new(),
+            idle_ttl_ms: None,
+        };
+        for stage in self.shared.stages.all() {
+            let s = stage.status();
+            all.budget += s.budget;
+            all.used += s.used;
+            all.models.extend(s.models);
+            all.idle_ttl_ms = all.idle_ttl_ms.or(s.idle_ttl_ms);
+        }
+        all.models.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The last requests played (at most [`RECENT_ARRANGEMENTS`]), newest first.
+    pub fn recent_arrangements(&self) -> Vec<ArrangementRecord> {
+        self.shared
+            .recent
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
+    }
+
     /// The version serving now.
     pub fn version(&self) -> u64 {
         self.shared.version.load(Ordering::SeqCst)
@@ -341,6 +480,15 @@ struct State {
     watched: Cell<(u64, usize)>,
     weak_tx: mpsc::WeakUnboundedSender<Command>,
     reloads: broadcast::Sender<ReloadEvent>,
+    recent: Arc<Mutex<VecDeque<ArrangementRecord>>>,
+}
+
+/// What [`Conductor::spawn`] hands the conductor thread.
+struct Handed {
+    stages: Arc<Stages>,
+    recent: Arc<Mutex<VecDeque<ArrangementRecord>>>,
+    reloads: broadcast::Sender<ReloadEvent>,
+    version: Arc<AtomicU64>,
 }
 
 /// Each band's stage settings and instrument names.
@@ -362,11 +510,16 @@ async fn run(
     options: ScoreOptions,
     mut rx: mpsc::UnboundedReceiver<Command>,
     weak_tx: mpsc::WeakUnboundedSender<Command>,
-    reloads: broadcast::Sender<ReloadEvent>,
-    shared_version: Arc<AtomicU64>,
+    handed: Handed,
     ready: oneshot::Sender<Result<(), ScoreError>>,
 ) {
-    let stages = Stages::new(options.events.clone(), !options.check_only);
+    let Handed {
+        stages,
+        recent,
+        reloads,
+        version: shared_version,
+    } = handed;
+    options.events.set_score_version(1);
     let vm = match ScoreVm::load(&source, &options, stages.clone(), 1).await {
         Ok(vm) => Arc::new(vm),
         Err(e) => {
@@ -387,6 +540,7 @@ async fn run(
         watched: Cell::new((0, 0)),
         weak_tx,
         reloads,
+        recent,
     });
     let _ = ready.send(Ok(()));
     while let Some(cmd) = rx.recv().await {
@@ -398,17 +552,32 @@ fn handle(state: &Rc<State>, cmd: Command) {
     match cmd {
         Command::Perform {
             request,
+            events,
             sink,
             mut reply,
         } => {
             let vm = state.current.borrow().clone();
             let state = state.clone();
             tokio::task::spawn_local(async move {
+                let started = Instant::now();
+                let id = events.and_then(|e| e.request_id);
                 let res = tokio::select! {
-                    r = vm.perform(&request, sink) => r,
+                    r = vm.perform(&request, id, sink) => r,
                     // The caller went away: dropping the request cancels it.
                     _ = reply.closed() => return,
                 };
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                let mut record = ArrangementRecord::new(&request, &res, vm.version, ms);
+                if record.request_id == 0 {
+                    record.request_id = id.unwrap_or(0);
+                }
+                {
+                    let mut recent = state.recent.lock().unwrap();
+                    if recent.len() == RECENT_ARRANGEMENTS {
+                        recent.pop_front();
+                    }
+                    recent.push_back(record);
+                }
                 if matches!(res, Err(ScoreError::Memory { .. })) {
                     restart_if_full(&state, &vm).await;
                 }
@@ -608,6 +777,8 @@ async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> Rel
             let deps = vm.deps();
             *state.current.borrow_mut() = vm;
             state.shared_version.store(next, Ordering::SeqCst);
+            state.options.events.set_score_version(next);
+            state.options.metrics.reload(true);
             if let Some(w) = state.watcher.borrow_mut().as_mut()
                 && let Err(e) = w.add_files(&deps)
             {
@@ -630,9 +801,17 @@ async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> Rel
         Err(e) => {
             let error = e.to_string();
             tracing::warn!(score = %name, "reload rejected, the previous version keeps playing: {error}");
+            state.options.metrics.reload(false);
+            let (file, line) = match file_line(&error) {
+                Some((f, l)) => (Some(f), Some(l)),
+                None => (None, None),
+            };
             state.options.events.emit(EventKind::Custom {
                 name: "score_reload_failed".into(),
-                data: serde_json::json!({ "score": name, "error": error, "reason": reason }),
+                data: serde_json::json!({
+                    "score": name, "error": error, "reason": reason, "file": file, "line": line,
+                    "version": state.version.get(),
+                }),
             });
             ReloadEvent {
                 ok: false,
@@ -646,4 +825,49 @@ async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> Rel
     };
     let _ = state.reloads.send(event.clone());
     event
+}
+
+/// The first `file.lua:LINE` (Lua's prefix) or `` `file.lua` line LINE `` in an error.
+fn file_line(error: &str) -> Option<(String, u32)> {
+    let words: Vec<&str> = error.split_whitespace().collect();
+    for (i, w) in words.iter().enumerate() {
+        let w = w.trim_matches(|c: char| c == '`' || c == '\'' || c == '"' || c == ',');
+        if let Some(at) = w.find(".lua:") {
+            let digits: String = w[at + 5..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(line) = digits.parse() {
+                return Some((w[..at + 4].to_string(), line));
+            }
+        }
+        if w.ends_with(".lua")
+            && words.get(i + 1) == Some(&"line")
+            && let Some(n) = words.get(i + 2)
+        {
+            let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(line) = digits.parse() {
+                return Some((w.to_string(), line));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_line;
+
+    #[test]
+    fn a_rejected_reload_names_its_file_and_line() {
+        assert_eq!(
+            file_line("scores/jam.lua:12: attempt to call a nil value"),
+            Some(("scores/jam.lua".into(), 12))
+        );
+        assert_eq!(
+            file_line("score `jam.lua` line 7: `band:lead` needs a section name"),
+            Some(("jam.lua".into(), 7))
+        );
+        assert_eq!(file_line("the conductor thread has stopped"), None);
+    }
 }

@@ -3,7 +3,6 @@
 //! the VM's app data; plain Rust, no Lua values (those live in the Lua registry).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -34,7 +33,6 @@ pub(crate) struct VmContext {
     pub(crate) bands: Mutex<Vec<(Band, AnyUserData)>>,
     /// Notes for `orchestra check` (models not downloaded yet).
     pub(crate) warnings: Mutex<Vec<String>>,
-    next_request: AtomicU64,
     /// The rehearsal band on disk, written on first use: (name, section, path).
     pub(crate) rehearsal: OnceLock<Result<RehearsalBand, String>>,
 }
@@ -56,13 +54,8 @@ impl VmContext {
             deps: Mutex::new(Vec::new()),
             bands: Mutex::new(Vec::new()),
             warnings: Mutex::new(Vec::new()),
-            next_request: AtomicU64::new(1),
             rehearsal: OnceLock::new(),
         }
-    }
-
-    pub(crate) fn next_request_id(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn warn(&self, note: String) {
@@ -127,15 +120,21 @@ pub(crate) struct StageKey {
 pub(crate) struct Stages {
     all: Mutex<Vec<(StageKey, Stage)>>,
     events: EventBus,
+    metrics: crate::metrics::Metrics,
     /// Run idle sweepers (not while checking: nothing loads then).
     sweep: bool,
 }
 
 impl Stages {
-    pub(crate) fn new(events: EventBus, sweep: bool) -> Arc<Stages> {
+    pub(crate) fn new(
+        events: EventBus,
+        metrics: crate::metrics::Metrics,
+        sweep: bool,
+    ) -> Arc<Stages> {
         Arc::new(Stages {
             all: Mutex::new(Vec::new()),
             events,
+            metrics,
             sweep,
         })
     }
@@ -146,19 +145,30 @@ impl Stages {
         if let Some((_, s)) = all.iter().find(|(k, _)| *k == key) {
             return s.clone();
         }
-        let stage = Stage::new(
+        let stage = Stage::with_metrics(
             StageConfig {
                 budget: key.budget,
                 idle_ttl: key.idle_ttl,
                 wait_for_room: key.wait_for_room,
             },
             self.events.clone(),
+            self.metrics.clone(),
         );
         if self.sweep && tokio::runtime::Handle::try_current().is_ok() {
             stage.spawn_idle_sweeper();
         }
         all.push((key, stage.clone()));
         stage
+    }
+
+    /// Every stage in use.
+    pub(crate) fn all(&self) -> Vec<Stage> {
+        self.all
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
     /// Forget stages no band of the current VM uses, and on the stages kept, the
@@ -197,10 +207,11 @@ pub(crate) struct Scope {
 }
 
 /// Counts one finished generation into the running request's usage.
-pub(crate) fn add_usage(prompt_tokens: usize, completion_tokens: usize) {
+pub(crate) fn add_usage(prompt_tokens: usize, cached_tokens: usize, completion_tokens: usize) {
     let _ = SCOPE.try_with(|s| {
         let mut u = s.usage.lock().unwrap();
         u.prompt_tokens += prompt_tokens;
+        u.cached_tokens += cached_tokens;
         u.completion_tokens += completion_tokens;
         u.generations += 1;
     });

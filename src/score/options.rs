@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::EventBus;
+use crate::metrics::Metrics;
 
 /// What a score may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +45,8 @@ pub struct ScoreOptions {
     pub printer: Printer,
     /// Everything the runtime and the score report.
     pub events: EventBus,
+    /// Where loads, evictions, tokens and reloads are counted.
+    pub metrics: Metrics,
     /// Debounce of the file watcher (hot reload).
     pub reload_debounce: Duration,
     /// Instrument name → GGUF file played instead of the score's `model = ...`
@@ -85,6 +88,7 @@ impl Default for ScoreOptions {
             check_only: false,
             printer: Arc::new(|s: &str| println!("{s}")),
             events: EventBus::new(),
+            metrics: Metrics::new(),
             reload_debounce: Duration::from_millis(40),
             overrides: BTreeMap::new(),
         }
@@ -122,6 +126,10 @@ impl ScoreOptions {
     }
     pub fn with_events(mut self, events: EventBus) -> Self {
         self.events = events;
+        self
+    }
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
     pub fn with_reload_debounce(mut self, debounce: Duration) -> Self {

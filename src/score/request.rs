@@ -38,6 +38,8 @@ pub struct Request {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
+    /// Prompt tokens reused from the models' prompt caches.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     /// How many generations the request made.
     pub generations: usize,
@@ -108,7 +110,7 @@ impl Drop for Written {
 }
 
 /// Builds the Lua request table: `{ prompt, messages, model, max_tokens, temperature,
-/// stream, id }` with `req:write(text)` in its metatable.
+/// stream, id, tools, tool_choice }` with `req:write(text)` in its metatable.
 pub(crate) fn to_lua(
     lua: &Lua,
     request: &Request,
@@ -123,9 +125,40 @@ pub(crate) fn to_lua(
         let mt = lua.create_table()?;
         mt.set("role", m.role.as_str())?;
         mt.set("content", m.content.as_str())?;
+        if !m.tool_calls.is_empty() {
+            mt.set(
+                "tool_calls",
+                crate::score::api::model::to_lua(lua, &m.tool_calls)?,
+            )?;
+        }
+        if let Some(id) = &m.tool_call_id {
+            mt.set("tool_call_id", id.as_str())?;
+        }
+        if let Some(name) = &m.name {
+            mt.set("name", name.as_str())?;
+        }
         messages.raw_set(i + 1, mt)?;
     }
     t.set("messages", messages)?;
+    // Tools are for the soloist only: `arrange.solo` passes them on, comping and
+    // review never see them.
+    if !request.tools.is_empty() {
+        t.set(
+            "tools",
+            crate::score::api::model::to_lua(lua, &request.tools)?,
+        )?;
+        let choice = match &request.tool_choice {
+            ToolChoice::Auto => Value::String(lua.create_string("auto")?),
+            ToolChoice::None => Value::String(lua.create_string("none")?),
+            ToolChoice::Required => Value::String(lua.create_string("required")?),
+            ToolChoice::Function(name) => {
+                let c = lua.create_table()?;
+                c.set("name", name.as_str())?;
+                Value::Table(c)
+            }
+        };
+        t.set("tool_choice", choice)?;
+    }
     if let Some(m) = &request.model {
         t.set("model", m.as_str())?;
     }

@@ -295,10 +295,12 @@ impl ScoreVm {
         self.ctx.deps.lock().unwrap().clone()
     }
 
-    /// Runs `perform(request)`.
+    /// Runs `perform(request)` as request `id` (a fresh id when `None`); every event
+    /// it causes carries that id and this version.
     pub(crate) async fn perform(
         &self,
         request: &Request,
+        id: Option<u64>,
         sink: Option<TextSink>,
     ) -> Result<Answer, ScoreError> {
         let started = Instant::now();
@@ -307,17 +309,24 @@ impl ScoreVm {
             problem: "is not loaded: there is no `perform` to call (start with a score file)"
                 .into(),
         })?;
-        let id = self.ctx.next_request_id();
+        let id = id.unwrap_or_else(crate::events::next_request_id);
         let (table, written) = request::to_lua(&self.lua, request, id, sink).map_err(lua_err)?;
         let scope = Scope::default();
         let usage = scope.usage.clone();
-        let (values, spent) = run_metered(
-            &self.lua,
-            &self.meter,
-            &self.ctx,
-            "the request",
-            scope,
-            perform.call_async::<MultiValue>(table),
+        let events = crate::events::EventContext {
+            request_id: Some(id),
+            score_version: Some(self.version),
+        };
+        let (values, spent) = crate::events::scope(
+            events,
+            run_metered(
+                &self.lua,
+                &self.meter,
+                &self.ctx,
+                "the request",
+                scope,
+                perform.call_async::<MultiValue>(table),
+            ),
         )
         .await?;
         let mut answer =

@@ -123,6 +123,13 @@ pub async fn chat_completions(
     let grammar = grammar_of(req.response_format)?;
     let target = play::resolve(&state, &req.model).await?;
     let permit = state.admission.admit().await?;
+    tracing::info!(
+        model = %req.model,
+        waited_ms = permit.waited.as_secs_f64() * 1e3,
+        in_flight = state.admission.in_flight(),
+        queued = state.admission.queued(),
+        "chat request admitted"
+    );
     let stream = req.knobs.stream;
     let include_usage = req
         .knobs
@@ -174,7 +181,7 @@ pub async fn chat_completions(
             "logprobs": null,
             "finish_reason": f.finish_reason,
         }],
-        "usage": openai::usage_json(f.prompt_tokens, f.completion_tokens),
+        "usage": openai::usage_json(f.prompt_tokens, f.cached_tokens, f.completion_tokens),
         "orchestra": f.orchestra,
     });
     Ok((orchestra_headers(&f), axum::Json(body)).into_response())
@@ -238,7 +245,8 @@ impl Chunker for ChatChunker {
         if self.include_usage {
             let mut usage = self.chunk(json!({}), Value::Null);
             usage["choices"] = json!([]);
-            usage["usage"] = openai::usage_json(f.prompt_tokens, f.completion_tokens);
+            usage["usage"] =
+                openai::usage_json(f.prompt_tokens, f.cached_tokens, f.completion_tokens);
             out.push(usage);
         }
         out
@@ -304,7 +312,7 @@ pub async fn completions(
         "created": created,
         "model": req.model,
         "choices": [{ "index": 0, "text": f.text, "logprobs": null, "finish_reason": f.finish_reason }],
-        "usage": openai::usage_json(f.prompt_tokens, f.completion_tokens),
+        "usage": openai::usage_json(f.prompt_tokens, f.cached_tokens, f.completion_tokens),
         "orchestra": f.orchestra,
     });
     Ok((orchestra_headers(&f), axum::Json(body)).into_response())
@@ -342,7 +350,8 @@ impl Chunker for TextChunker {
         if self.include_usage {
             let mut usage = self.chunk("", Value::Null);
             usage["choices"] = json!([]);
-            usage["usage"] = openai::usage_json(f.prompt_tokens, f.completion_tokens);
+            usage["usage"] =
+                openai::usage_json(f.prompt_tokens, f.cached_tokens, f.completion_tokens);
             out.push(usage);
         }
         out

@@ -87,9 +87,10 @@ pub async fn embeddings(
             json!({ "object": "embedding", "index": i, "embedding": embedding })
         })
         .collect();
-    let mut usage = usage_json(prompt_tokens, 0);
+    let mut usage = usage_json(prompt_tokens, 0, 0);
     if let Some(u) = usage.as_object_mut() {
         u.remove("completion_tokens");
+        u.remove("prompt_tokens_details");
     }
     Ok(axum::Json(json!({
         "object": "list",

@@ -313,12 +313,13 @@ pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
     )
 }
 
-/// OpenAI's `usage` object.
-pub fn usage_json(prompt_tokens: usize, completion_tokens: usize) -> Value {
+/// OpenAI's `usage` object; `cached_tokens` as OpenAI reports prompt caching.
+pub fn usage_json(prompt_tokens: usize, cached_tokens: usize, completion_tokens: usize) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": { "cached_tokens": cached_tokens },
     })
 }
 

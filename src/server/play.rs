@@ -65,6 +65,8 @@ pub struct Finished {
     /// OpenAI's `finish_reason`.
     pub finish_reason: String,
     pub prompt_tokens: usize,
+    /// Prompt tokens served from the prompt cache.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     pub tool_calls: Vec<ToolCall>,
     /// The arrangement: section, soloist, trace, score version, request id.
@@ -269,6 +271,7 @@ async fn play_instrument(
         text: completion.text.clone(),
         finish_reason: completion.finish_reason.as_openai().to_string(),
         prompt_tokens: completion.prompt_tokens,
+        cached_tokens: completion.cached_tokens,
         completion_tokens: completion.completion_tokens,
         tool_calls: completion.tool_calls.clone(),
         orchestra: serde_json::json!({
@@ -344,6 +347,7 @@ async fn perform(
         text: answer.text.clone(),
         finish_reason,
         prompt_tokens: answer.usage.prompt_tokens,
+        cached_tokens: answer.usage.cached_tokens,
         completion_tokens: answer.usage.completion_tokens,
         tool_calls,
         orchestra: serde_json::json!({

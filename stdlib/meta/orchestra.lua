@@ -106,6 +106,7 @@ function Sampling:table() end
 ---@field max_tokens? integer Default answer length.
 ---@field system? string Default system prompt.
 ---@field pinned? boolean Never evicted.
+---@field template? string Chat template instead of the GGUF's: Jinja text, `"file:x.jinja"` or a file path (relative to the score).
 
 ---@class Band
 ---@field stage Stage
@@ -153,10 +154,33 @@ function Band:info() end
 ---@field on_token? fun(piece: string): boolean|nil Return false to stop.
 ---@field raw? boolean The prompt string is sent as is (no chat template).
 ---@field ignore_eos? boolean
+---@field tools? Tool[] Functions the model may call (also accepted in the prompt table).
+---@field tool_choice? "auto"|"none"|"required"|{ name: string }
+
+--- A function a model may call; `parameters` is a JSON schema.
+---@class Tool
+---@field name string
+---@field description? string
+---@field parameters? table
+
+--- A call the model made. `arguments` is JSON text, `args` the same as a table.
+---@class ToolCall
+---@field id string `call_...`
+---@field name string
+---@field arguments string
+---@field args table
+
+---@class Message
+---@field role string "system"|"user"|"assistant"|"tool"
+---@field content string
+---@field tool_calls? ToolCall[] On an assistant message: the calls it made.
+---@field tool_call_id? string On a `tool` message: the call it answers.
+---@field name? string On a `tool` message: the tool's name.
 
 ---@class GenerateDetails
 ---@field model string
----@field finish_reason "stop"|"stop_string"|"length"|"cancelled"
+---@field finish_reason "stop"|"stop_string"|"length"|"cancelled"|"tool_calls"
+---@field tool_calls? ToolCall[] The calls the model made (then `text` is only the rest).
 ---@field prompt_tokens? integer
 ---@field completion_tokens integer
 ---@field timings? { ttft_ms: number, decode_tok_s: number, prompt_tok_s: number, total_ms: number, queued_ms: number, gap_mean_ms: number, gap_std_ms: number }
@@ -185,7 +209,14 @@ function Model:generate(prompt, opts) end
 ---@param fn? fun(piece: string): boolean|nil
 ---@return string|nil text, GenerateDetails|string details_or_err
 function Model:stream(prompt, opts_or_fn, fn) end
----@param messages { role: string, content: string }[]|Request
+--- With tools, the calls come in the details:
+--- ```lua
+--- local text, d = model:chat{ messages = req.messages, tools = {
+---   { name = "get_weather", parameters = { type = "object", properties = { city = { type = "string" } } } },
+--- } }
+--- if d.tool_calls then print(d.tool_calls[1].name, d.tool_calls[1].args.city) end
+--- ```
+---@param messages Message[]|Request|{ messages: Message[], tools?: Tool[], tool_choice?: string|table }
 ---@param opts? GenerateOptions
 ---@return string|nil text, GenerateDetails|string details_or_err
 function Model:chat(messages, opts) end
@@ -223,7 +254,9 @@ function Stage:names() end
 ---@class Request
 ---@field id integer
 ---@field prompt string The last user message.
----@field messages { role: string, content: string }[]
+---@field messages Message[]
+---@field tools? Tool[] The client's tools (`arrange.solo` passes them to the soloist only).
+---@field tool_choice? "auto"|"none"|"required"|{ name: string }
 ---@field model? string What the client asked for.
 ---@field max_tokens? integer
 ---@field temperature? number

@@ -169,6 +169,108 @@ def real():
     json_schema()
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "the city name"}},
+            "required": ["city"],
+        },
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def valid_weather_call(call):
+    assert call.type == "function" and call.function.name == "get_weather", call
+    args = json.loads(call.function.arguments)
+    assert isinstance(args, dict) and isinstance(args.get("city"), str), args
+    assert set(args) <= {"city"}, args
+    return args
+
+
+def tool_call():
+    r = client.chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER], temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    calls = choice.message.tool_calls
+    assert calls and calls[0].id, choice.message
+    args = valid_weather_call(calls[0])
+    assert "paris" in args["city"].lower(), args
+    # The tool's result goes back through the template; the model answers with it.
+    follow = client.chat.completions.create(
+        model="qwen",
+        temperature=0,
+        tools=[WEATHER],
+        messages=ASK
+        + [
+            {"role": "assistant", "content": None, "tool_calls": [c.model_dump() for c in calls]},
+            {"role": "tool", "tool_call_id": calls[0].id, "content": json.dumps({"city": "Paris", "temperature_c": 17, "sky": "sunny"})},
+        ],
+    )
+    text = follow.choices[0].message.content or ""
+    assert follow.choices[0].finish_reason == "stop", follow.choices[0]
+    assert "17" in text or "sunny" in text.lower(), text
+
+
+def tool_call_streamed():
+    stream = client.chat.completions.create(
+        model="qwen", messages=ASK, tools=[WEATHER], temperature=0, stream=True
+    )
+    name, args, finish, ids = "", "", None, set()
+    for chunk in stream:
+        for c in chunk.choices:
+            for d in c.delta.tool_calls or []:
+                assert d.index == 0
+                if d.id:
+                    ids.add(d.id)
+                if d.function and d.function.name:
+                    name += d.function.name
+                if d.function and d.function.arguments:
+                    args += d.function.arguments
+            if c.finish_reason:
+                finish = c.finish_reason
+    assert finish == "tool_calls" and name == "get_weather" and len(ids) == 1, (finish, name, ids)
+    assert "paris" in json.loads(args)["city"].lower(), args
+
+
+def tool_required():
+    r = client.chat.completions.create(
+        model="qwen",
+        messages=[{"role": "user", "content": "Hello there! How are you?"}],
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+    )
+    assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
+    valid_weather_call(r.choices[0].message.tool_calls[0])
+
+
+def tool_sampled_runs():
+    for seed in range(1, 21):
+        r = client.chat.completions.create(
+            model="qwen", messages=ASK, tools=[WEATHER], temperature=0.8, seed=seed
+        )
+        choice = r.choices[0]
+        for call in choice.message.tool_calls or []:
+            valid_weather_call(call)
+        if choice.finish_reason == "tool_calls":
+            assert choice.message.tool_calls, choice
+
+
+if MODE == "tools":
+    for name, fn in [
+        ("a tool call, then its result answered", tool_call),
+        ("a streamed tool call", tool_call_streamed),
+        ("tool_choice required", tool_required),
+        ("20 sampled runs, every call schema-valid", tool_sampled_runs),
+    ]:
+        check(name, fn)
+    sys.exit(0)
+
 if MODE == "synthetic":
     for name, fn in [
         ("models", models),

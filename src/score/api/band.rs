@@ -58,6 +58,7 @@ const MEMBER_OPTIONS: &[&str] = &[
     "max_tokens",
     "system",
     "pinned",
+    "template",
 ];
 
 /// Default memory budget of a band that says nothing.
@@ -398,6 +399,23 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         }
     };
     let pinned = spec.get::<Option<bool>>("pinned")?.unwrap_or(false);
+    options.chat_template = match spec.get::<Value>("template")? {
+        Value::Nil => None,
+        Value::String(s) => {
+            let text =
+                chat_template(&name, s.to_str()?.as_ref(), &c.dir).map_err(|e| misuse(lua, e))?;
+            Some(text)
+        }
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `template` must be Jinja text or `\"file:path.jinja\"`, got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
 
     if let Some(path) = &path
         && let Ok(fp) = crate::stage::estimate(path, &options)
@@ -445,6 +463,31 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         .members
         .push((member, ud.clone()));
     Ok(ud)
+}
+
+/// A member's `template`: Jinja text, `file:PATH`, or the path of an existing file
+/// (relative to the score's folder). Compiled here so a broken template fails the
+/// score's load, not its first request.
+fn chat_template(name: &str, value: &str, dir: &std::path::Path) -> Result<String, String> {
+    let file = match value.strip_prefix("file:") {
+        Some(p) => Some(dir.join(p.trim())),
+        None if !value.contains('{') && !value.contains('\n') && dir.join(value).is_file() => {
+            Some(dir.join(value))
+        }
+        None => None,
+    };
+    let text = match file {
+        Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "`{name}`: `template` file `{}` cannot be read: {e}",
+                path.display()
+            )
+        })?,
+        None => value.to_owned(),
+    };
+    crate::engine::ChatTemplate::new(name, &text, "", "")
+        .map_err(|e| format!("`{name}`: `template` does not compile: {e}"))?;
+    Ok(text)
 }
 
 fn is_hub_reference(r: &str) -> bool {

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::engine::{
     ChatMessage, Completion, GenerateRequest, LoadOptions, Prompt, SamplingParams, StreamItem,
+    Tool, ToolCall, ToolChoice,
 };
 use crate::events::{EventBus, EventKind};
 use crate::stage::Stage;
@@ -99,6 +100,8 @@ const OPTIONS: &[&str] = &[
     "on_token",
     "raw",
     "ignore_eos",
+    "tools",
+    "tool_choice",
 ];
 
 /// Serialize without turning `None` into `lua.null()`.
@@ -162,12 +165,26 @@ fn messages_from(lua: &Lua, method: &str, t: &Table) -> mlua::Result<Vec<ChatMes
             &format!("`{method}`: message {} `role`", i + 1),
             &m.get("role")?,
         )?;
-        let content = string_of(
-            lua,
-            &format!("`{method}`: message {} `content`", i + 1),
-            &m.get("content")?,
-        )?;
-        out.push(ChatMessage::new(role, content));
+        let tool_calls = tool_calls_from(lua, method, i + 1, &m.get("tool_calls")?)?;
+        let content = match m.get::<Value>("content")? {
+            // An assistant message that only calls tools may have no text.
+            Value::Nil if !tool_calls.is_empty() => String::new(),
+            v => string_of(lua, &format!("`{method}`: message {} `content`", i + 1), &v)?,
+        };
+        let optional = |key: &str| -> mlua::Result<Option<String>> {
+            match m.get::<Value>(key)? {
+                Value::Nil => Ok(None),
+                v => {
+                    string_of(lua, &format!("`{method}`: message {} `{key}`", i + 1), &v).map(Some)
+                }
+            }
+        };
+        out.push(ChatMessage {
+            tool_calls,
+            tool_call_id: optional("tool_call_id")?,
+            name: optional("name")?,
+            ..ChatMessage::new(role, content)
+        });
     }
     if out.is_empty() {
         return Err(misuse(
@@ -176,6 +193,145 @@ fn messages_from(lua: &Lua, method: &str, t: &Table) -> mlua::Result<Vec<ChatMes
         ));
     }
     Ok(out)
+}
+
+/// A Lua value as JSON (empty tables become objects).
+fn json_of(lua: &Lua, v: &Value) -> mlua::Result<serde_json::Value> {
+    lua.from_value(v.clone())
+}
+
+/// A message's `tool_calls`: `{ { id = ..., name = ..., arguments = "{...}" or {...} } }`,
+/// or OpenAI's `{ id, type = "function", ["function"] = { name, arguments } }`.
+fn tool_calls_from(
+    lua: &Lua,
+    method: &str,
+    index: usize,
+    v: &Value,
+) -> mlua::Result<Vec<ToolCall>> {
+    let json = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Table(_) => json_of(lua, v)?,
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{method}`: message {index} `tool_calls` must be a list of `{{ id = ..., name = ..., arguments = ... }}`, got {}",
+                    describe(other)
+                ),
+            ));
+        }
+    };
+    let items = match json {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(o) if o.is_empty() => Vec::new(),
+        _ => {
+            return Err(misuse(
+                lua,
+                format!("`{method}`: message {index} `tool_calls` must be a list"),
+            ));
+        }
+    };
+    let mut calls = Vec::new();
+    for item in items {
+        let f = item.get("function").unwrap_or(&item);
+        let Some(name) = f.get("name").and_then(|n| n.as_str()) else {
+            return Err(misuse(
+                lua,
+                format!("`{method}`: message {index}: each tool call needs a `name`"),
+            ));
+        };
+        let arguments = match f.get("arguments") {
+            None | Some(serde_json::Value::Null) => "{}".to_owned(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        calls.push(ToolCall {
+            id: item
+                .get("id")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(crate::engine::new_call_id),
+            name: name.to_owned(),
+            arguments,
+        });
+    }
+    Ok(calls)
+}
+
+/// `tools = { { name = ..., description = ..., parameters = { ...json schema... } } }`
+/// (or OpenAI's `{ type = "function", ["function"] = { ... } }`).
+fn tools_from(lua: &Lua, method: &str, v: &Value) -> mlua::Result<Vec<Tool>> {
+    let json = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Table(_) => json_of(lua, v)?,
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{method}`: `tools` must be a list of `{{ name = ..., description = ..., parameters = {{...}} }}`, got {}",
+                    describe(other)
+                ),
+            ));
+        }
+    };
+    let items = match json {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(o) if o.is_empty() => Vec::new(),
+        _ => return Err(misuse(lua, format!("`{method}`: `tools` must be a list"))),
+    };
+    let mut tools = Vec::new();
+    for item in items {
+        let f = item.get("function").cloned().unwrap_or(item);
+        let mut tool: Tool = serde_json::from_value(f).map_err(|e| {
+            misuse(
+                lua,
+                format!(
+                    "`{method}`: each tool needs `name` (and `description`, `parameters`): {e}"
+                ),
+            )
+        })?;
+        // Lua cannot tell `{}` from `[]`: an empty `properties` is an object.
+        if let Some(p) = tool.parameters.get_mut("properties")
+            && p.as_array().is_some_and(Vec::is_empty)
+        {
+            *p = serde_json::json!({});
+        }
+        tools.push(tool);
+    }
+    Ok(tools)
+}
+
+/// `tool_choice = "auto" | "none" | "required" | { name = "get_weather" }`.
+fn tool_choice_from(lua: &Lua, method: &str, v: &Value) -> mlua::Result<Option<ToolChoice>> {
+    let bad = |got: &Value| {
+        misuse(
+            lua,
+            format!(
+                "`{method}`: `tool_choice` must be \"auto\", \"none\", \"required\" or `{{ name = \"tool\" }}`, got {}",
+                describe(got)
+            ),
+        )
+    };
+    Ok(Some(match v {
+        Value::Nil => return Ok(None),
+        Value::String(s) => match s.to_str()?.as_ref() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ => return Err(bad(v)),
+        },
+        Value::Table(t) => {
+            let name = match t.get::<Value>("function")? {
+                Value::Table(f) => f.get::<Value>("name")?,
+                _ => t.get::<Value>("name")?,
+            };
+            match name {
+                Value::String(n) => ToolChoice::Function(n.to_str()?.to_string()),
+                _ => return Err(bad(v)),
+            }
+        }
+        other => return Err(bad(other)),
+    }))
 }
 
 /// What the first argument of `generate`/`stream`/`chat` says to send, plus limits a
@@ -337,6 +493,21 @@ fn prepare(
         raw = o.get::<Option<bool>>("raw")?.unwrap_or(false);
         ignore_eos = o.get::<Option<bool>>("ignore_eos")?.unwrap_or(false);
     }
+    // Tools ride on a prompt table (`chat{ messages = ..., tools = ... }`, or
+    // `arrange.solo`'s) and may be overridden in the options.
+    let (mut tools, mut tool_choice) = (Vec::new(), ToolChoice::Auto);
+    for t in [prompt.as_table(), opts].into_iter().flatten() {
+        if t.raw_len() > 0 {
+            continue;
+        }
+        let given = tools_from(lua, method, &t.get("tools")?)?;
+        if !given.is_empty() {
+            tools = given;
+        }
+        if let Some(c) = tool_choice_from(lua, method, &t.get("tool_choice")?)? {
+            tool_choice = c;
+        }
+    }
     let (mut prompt, req_max, req_temperature) = prompt_from(lua, method, prompt, raw)?;
     if !explicit_max && let Some(n) = req_max {
         max_tokens = n.max(1);
@@ -356,7 +527,8 @@ fn prepare(
     .with_sampling(sampling)
     .with_max_tokens(max_tokens)
     .with_stop(stop)
-    .with_ignore_eos(ignore_eos);
+    .with_ignore_eos(ignore_eos)
+    .with_tools(tools, tool_choice);
     Ok(Prepared {
         request,
         on_token,
@@ -371,6 +543,18 @@ struct Details<'a> {
     prompt_tokens: Option<usize>,
     completion_tokens: usize,
     timings: Option<&'a crate::engine::Timings>,
+    /// Calls the model made (`finish_reason = "tool_calls"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<LuaToolCall<'a>>,
+}
+
+/// A tool call as Lua sees it: `arguments` as JSON text, `args` as a table.
+#[derive(Serialize)]
+struct LuaToolCall<'a> {
+    id: &'a str,
+    name: &'a str,
+    arguments: &'a str,
+    args: serde_json::Value,
 }
 
 /// Runs a prepared generation; `(text, details)` or `(nil, err)`.
@@ -436,7 +620,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
     let details = match &completion {
         Some(c) => {
             finished(c.completion_tokens, c.timings.decode_tok_s);
-            add_usage(c.prompt_tokens, c.completion_tokens);
+            add_usage(c.prompt_tokens, c.cached_tokens, c.completion_tokens);
             Details {
                 model: &m.name,
                 finish_reason: match c.finish_reason {
@@ -448,6 +632,16 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
                 prompt_tokens: Some(c.prompt_tokens),
                 completion_tokens: c.completion_tokens,
                 timings: Some(&c.timings),
+                tool_calls: c
+                    .tool_calls
+                    .iter()
+                    .map(|t| LuaToolCall {
+                        id: &t.id,
+                        name: &t.name,
+                        arguments: &t.arguments,
+                        args: serde_json::from_str(&t.arguments).unwrap_or_default(),
+                    })
+                    .collect(),
             }
         }
         None => {
@@ -458,6 +652,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
                 prompt_tokens: None,
                 completion_tokens: pieces,
                 timings: None,
+                tool_calls: Vec::new(),
             }
         }
     };

@@ -5,12 +5,12 @@
 //! it never runs a score.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 
 use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
 
-use crate::events::{EventBus, EventKind};
+use crate::events::{Event, EventBus};
 use crate::narrate::{Speaker, line, list, stage_name};
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -311,89 +311,89 @@ pub fn render_trace(trace: &Value) -> String {
     out
 }
 
-/// Listens to the event bus on its own thread and turns arrangement events into
-/// spoken-style lines ("Mingus is reviewing Coltrane's solo."): printed as they happen
-/// when asked, spoken through a text-to-speech command when given, and collected for
-/// [`Narrator::finish`].
+/// Listens to the event bus and turns arrangement events into spoken-style lines
+/// ("Mingus is reviewing Coltrane's solo."): printed as they happen when asked, spoken
+/// through a text-to-speech command when given, and collected for [`Narrator::finish`].
+/// Needs a tokio runtime.
 pub struct Narrator {
-    bus: EventBus,
-    id: u64,
-    thread: Option<JoinHandle<Vec<String>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Vec<String>>>,
 }
 
 /// Where a narrator prints each line as it happens.
 pub type LinePrinter = Box<dyn FnMut(&str) + Send>;
-
-/// Name of the event that tells a narrator thread to stop (never narrated).
-const STOP: &str = "narrator_stop";
 
 impl Narrator {
     /// Starts listening now: events emitted before this call are not narrated.
     /// `print` receives each line as it happens (e.g. print to stderr); `say` speaks it
     /// (a failing command is reported once on stderr, then left alone).
     pub fn start(bus: &EventBus, say: Option<Speaker>, mut print: Option<LinePrinter>) -> Narrator {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut rx = bus.subscribe();
-        let thread = std::thread::Builder::new()
-            .name("narrator".into())
-            .spawn(move || {
-                let mut lines = Vec::new();
-                let mut say = say;
-                loop {
-                    let event = match rx.blocking_recv() {
-                        Ok(e) => e,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    };
-                    if let EventKind::Custom { name, data } = &event.kind
-                        && name == STOP
-                        && data.get("id").and_then(Value::as_u64) == Some(id)
-                    {
-                        break;
-                    }
-                    let Some(text) = line(&event) else { continue };
-                    if let Some(p) = print.as_mut() {
-                        p(&text);
-                    }
-                    if let Some(speaker) = &say
-                        && let Err(e) = speaker.say(&text)
-                    {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            let mut say = say.map(std::sync::Arc::new);
+            let mut narrate = async |event: Event, lines: &mut Vec<String>| {
+                let Some(text) = line(&event) else { return };
+                if let Some(p) = print.as_mut() {
+                    p(&text);
+                }
+                if let Some(speaker) = say.clone() {
+                    let spoken = text.clone();
+                    let res = tokio::task::spawn_blocking(move || speaker.say(&spoken)).await;
+                    if let Ok(Err(e)) = res {
                         eprintln!("warning: --say: {e}; narration goes on in text only");
                         say = None;
                     }
-                    lines.push(text);
                 }
-                lines
-            })
-            .expect("spawning the narrator thread");
+                lines.push(text);
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    r = rx.recv() => match r {
+                        Ok(e) => narrate(e, &mut lines).await,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = &mut stopped => {
+                        // Everything emitted before the stop is in the channel already:
+                        // narrate it, then end.
+                        loop {
+                            match rx.try_recv() {
+                                Ok(e) => narrate(e, &mut lines).await,
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                                Err(_) => break,
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+            lines
+        });
         Narrator {
-            bus: bus.clone(),
-            id,
-            thread: Some(thread),
+            stop: Some(stop),
+            task: Some(task),
         }
     }
 
     /// Narrates everything emitted so far, stops, and returns every line in order.
-    pub fn finish(mut self) -> Vec<String> {
-        self.stop()
-    }
-
-    fn stop(&mut self) -> Vec<String> {
-        let Some(thread) = self.thread.take() else {
-            return Vec::new();
-        };
-        // Events arrive in order, so everything emitted before this one is narrated first.
-        self.bus.emit(EventKind::Custom {
-            name: STOP.into(),
-            data: serde_json::json!({ "id": self.id }),
-        });
-        thread.join().unwrap_or_default()
+    pub async fn finish(mut self) -> Vec<String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 }
 
 impl Drop for Narrator {
     fn drop(&mut self) {
-        let _ = self.stop();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
