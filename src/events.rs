@@ -63,9 +63,11 @@ impl Event {
             EventKind::GenerationStarted { .. } => "generation_started",
             EventKind::GenerationProgress { .. } => "generation_progress",
             EventKind::GenerationFinished { .. } => "generation_finished",
+            EventKind::Played { .. } => "played",
             EventKind::RequestReceived { .. } => "request_received",
             EventKind::RequestFinished { .. } => "request_finished",
             EventKind::QueueFull { .. } => "queue_full",
+            EventKind::Arrangement { .. } => "arrangement",
             EventKind::Custom { name, .. } => name,
         }
     }
@@ -121,10 +123,23 @@ pub enum EventKind {
         tokens: usize,
         tok_s: f64,
     },
-    /// The server took a request (`model` is the id the client sent).
+    /// How a finished generation played: tokens, tempo (tok/s), swing, time to first
+    /// token (the stage reports it for every generation, whoever started it).
+    Played {
+        model: String,
+        generation: u64,
+        tokens: usize,
+        tok_s: f64,
+        swing: Option<f64>,
+        ttft_ms: f64,
+    },
+    /// The server took a request (`model` is the id the client sent); it is playing.
     RequestReceived {
         model: String,
         stream: bool,
+        /// Requests playing (this one included) and waiting, right after it started.
+        in_flight: usize,
+        queued: usize,
     },
     /// The server answered a request, or gave up on it.
     RequestFinished {
@@ -142,6 +157,14 @@ pub enum EventKind {
         ttft_ms: Option<f64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// Requests playing (this one no longer) and waiting, right after it ended.
+        in_flight: usize,
+        queued: usize,
+    },
+    /// A request the score played, finished: section, soloist, verdict and trace (a
+    /// `score::ArrangementRecord` as JSON).
+    Arrangement {
+        data: serde_json::Value,
     },
     /// A request was refused: every slot playing and the queue full.
     QueueFull {

@@ -10,6 +10,8 @@
 //!   imports `llama_cpp_2`.
 //! - [`stage`]: which models are resident under a memory budget (footprints, LRU
 //!   eviction, pinning, idle unload, shared loads).
+//! - [`remote`]: remote instruments — any OpenAI-compatible server played like a local
+//!   model (streaming, timings, retries before the first token, health checks).
 //! - [`hub`]: model references (`hf:` and local paths) and Hugging Face downloads.
 //! - [`score`]: the Lua side — the only module that imports `mlua`.
 //! - [`events`]: the event bus every part reports to (numbered, tagged with the request
@@ -18,6 +20,8 @@
 //! - [`narrate`]: events as short spoken-style lines, and text-to-speech.
 //! - [`trace`]: the arrangement trace rendered for people, and the [`trace::Narrator`]
 //!   (shared by `play` and `serve`).
+//! - [`status`]: the picture of a running orchestra (`/api/status`, `orchestra status`)
+//!   and its spoken briefing.
 //! - [`server`]: `orchestra serve` — the OpenAI-compatible HTTP API (axum); speaks HTTP
 //!   only, on the same library calls the CLI makes.
 //! - [`cli`]: the command implementations behind the thin `main.rs`.
@@ -28,8 +32,10 @@ pub mod events;
 pub mod hub;
 pub mod metrics;
 pub mod narrate;
+pub mod remote;
 pub mod score;
 pub mod server;
 pub mod stage;
+pub mod status;
 pub mod synth;
 pub mod trace;

@@ -56,6 +56,15 @@ enum Command {
     ///
     /// Example: orchestra serve scores/default.lua --port 8080
     Serve(cli::serve::ServeArgs),
+    /// The status of a running server: instruments, memory, queue, recent requests
+    /// (`--json`, or `--brief` for a spoken-style briefing).
+    ///
+    /// Example: orchestra status --url http://127.0.0.1:8080 --brief
+    Status(cli::status::StatusArgs),
+    /// Print (and with `--say CMD` speak) the live narration of a running server.
+    ///
+    /// Example: orchestra listen --say 'espeak-ng --stdin'
+    Listen(cli::status::ListenArgs),
     /// Measure an OpenAI-compatible server with concurrent streaming clients (ours, or
     /// `--url` for another such as llama-server): tok/s, time to first token, HTTP cost.
     BenchServe(cli::serve_bench::ServeBenchArgs),
@@ -71,6 +80,9 @@ enum Command {
     Models(orchestra::hub::cli::ModelsArgs),
     /// Search the Hugging Face Hub for GGUF repositories.
     Search(orchestra::hub::cli::SearchArgs),
+    /// Connect OpenClaw: `openclaw setup` adds the orchestra as its model provider and
+    /// installs the orchestra skill.
+    Openclaw(cli::openclaw::OpenclawArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,9 +100,12 @@ fn main() -> std::process::ExitCode {
         Command::Rehearse(a) => runtime().block_on(cli::rehearse::run(a)),
         Command::BenchServe(a) => runtime().block_on(cli::serve_bench::run(a)),
         Command::Serve(a) => runtime().block_on(cli::serve::run(a)),
+        Command::Status(a) => runtime().block_on(cli::status::run(a)),
+        Command::Listen(a) => runtime().block_on(cli::status::listen(a)),
         Command::Pull(a) => runtime().block_on(orchestra::hub::cli::run_pull(a)),
         Command::Models(a) => runtime().block_on(orchestra::hub::cli::run_models(a)),
         Command::Search(a) => runtime().block_on(orchestra::hub::cli::run_search(a)),
+        Command::Openclaw(a) => runtime().block_on(cli::openclaw::run(a)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

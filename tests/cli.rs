@@ -250,13 +250,13 @@ fn hub_cache_with(dir: &std::path::Path, repo: &str, file: &str, model: &std::pa
 }
 
 #[test]
-fn generate_takes_an_hf_reference_like_a_score_does() {
+fn generate_and_inspect_take_an_hf_reference_like_a_score_does() {
     let cache = common::scratch().join("hf-cache");
     let alpha = rehearsal("alpha", ALPHA, TensorType::Q8_0);
     hub_cache_with(&cache, "org/alpha-GGUF", "alpha-Q8_0.gguf", &alpha);
-    let run = |reference: &str| {
+    let orchestra_hub = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_orchestra"))
-            .args(["generate", "-m", reference, "-t", "0", "play"])
+            .args(args)
             .env("ORCHESTRA_HOME", common::scratch().join("home"))
             .env("HF_HUB_CACHE", &cache)
             .env("HF_HUB_OFFLINE", "1")
@@ -264,6 +264,7 @@ fn generate_takes_an_hf_reference_like_a_score_does() {
             .output()
             .unwrap()
     };
+    let run = |reference: &str| orchestra_hub(&["generate", "-m", reference, "-t", "0", "play"]);
     let out = run("hf:org/alpha-GGUF/alpha-Q8_0.gguf");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim_end(), ALPHA);
@@ -273,6 +274,14 @@ fn generate_takes_an_hf_reference_like_a_score_does() {
     let err = stderr(&out);
     assert!(!err.contains("does not exist"), "{err}");
     assert!(err.contains("missing-Q8_0.gguf"), "{err}");
+
+    let out = orchestra_hub(&["inspect", "hf:org/alpha-GGUF/alpha-Q8_0.gguf"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("quantisation  Q8_0"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

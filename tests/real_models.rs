@@ -1,5 +1,5 @@
-//! The orchestra on real models (Qwen2.5-Coder 0.5B and Gemma 3 270M, both Q4_K_M,
-//! fetched by `scripts/fetch-test-models`; all-MiniLM-L6-v2 from ../shared/models):
+//! The orchestra on real models (Qwen2.5-Coder 0.5B and Gemma 3 270M, both Q4_K_M, and
+//! all-MiniLM-L6-v2, all fetched by `scripts/fetch-test-models`):
 //! real tokenizers, K-quants, real chat templates and real answers. Every test here is
 //! ignored in a plain `cargo test` and runs with `-- --include-ignored`.
 
@@ -220,7 +220,7 @@ fn a_request_cancelled_mid_generation_frees_the_only_slot_of_a_real_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the real test models (scripts/fetch-test-models) and ../shared/models/all-minilm-l6-v2-f16.gguf"]
+#[ignore = "needs the real test models: scripts/fetch-test-models"]
 async fn the_pocket_band_routes_comps_solos_and_reviews_on_real_models() {
     let qwen = real_model(Real::Qwen);
     let score = Path::new(env!("CARGO_MANIFEST_DIR")).join("scores/pocket.lua");

@@ -292,7 +292,7 @@ async fn a_classifier_rule_decides_with_the_models_answer() {
 }
 
 #[tokio::test]
-#[ignore = "needs ../shared/models/all-minilm-l6-v2-f16.gguf: a real sentence-embedding model (see its README.md)"]
+#[ignore = "needs the real all-MiniLM-L6-v2 GGUF: scripts/fetch-test-models (or ../shared/models)"]
 async fn a_semantic_rule_below_its_threshold_lets_the_next_rule_decide() {
     let minilm = real_model(Real::MiniLm);
     let members = format!(
@@ -471,7 +471,7 @@ async fn the_labelled_requests_are_not_among_the_default_examples() {
 }
 
 #[tokio::test]
-#[ignore = "needs ../shared/models/all-minilm-l6-v2-f16.gguf: a real sentence-embedding model (see its README.md)"]
+#[ignore = "needs the real all-MiniLM-L6-v2 GGUF: scripts/fetch-test-models (or ../shared/models)"]
 async fn the_semantic_router_routes_labelled_requests_with_the_default_examples() {
     let minilm = real_model(Real::MiniLm);
     let examples = default_examples().await;

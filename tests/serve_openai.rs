@@ -10,10 +10,6 @@ use std::process::Command;
 use orchestra::server::ServeConfig;
 use serve_support::*;
 
-#[path = "common/real.rs"]
-#[allow(dead_code)]
-mod real;
-
 fn run_checks(mode: &str, url: &str, expected: serde_json::Value) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai/client_checks.py");
     let out = Command::new("python3")

@@ -150,7 +150,8 @@ fn architecture_defaults_speak_each_family() {
     let none = |_: &str| false;
     let llama3 = |t: &str| t == "<|start_header_id|>";
     let conversation = [ChatMessage::system("Be brief."), ChatMessage::user("Hi")];
-    let cases: [(&str, &dyn Fn(&str) -> bool, &str); 4] = [
+    type HasToken<'a> = &'a dyn Fn(&str) -> bool;
+    let cases: [(&str, HasToken, &str); 4] = [
         (
             "gemma3",
             &none,

@@ -9,7 +9,9 @@ use crate::stage::{estimate, human_bytes};
 
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
-    /// GGUF file to describe.
+    /// GGUF file to describe, or a reference as in a score (`hf:ORG/REPO/FILE.gguf`),
+    /// taken from the Hugging Face cache.
+    #[arg(value_name = "FILE|REF")]
     pub path: PathBuf,
     /// Context per request assumed for the footprint estimate (0 = the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
@@ -23,6 +25,9 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    // An `hf:` reference names a file in the cache (offered for download when missing).
+    let path = super::model_file(&args.path.to_string_lossy(), Default::default())?;
+    let args = InspectArgs { path, ..args };
     let h = crate::synth::read_header(&args.path)?;
     let options = LoadOptions {
         context: args.context,

@@ -5,12 +5,14 @@ pub mod bench;
 pub mod check;
 pub mod generate;
 pub mod inspect;
+pub mod openclaw;
 pub mod play;
 pub mod rehearse;
 pub mod repl;
 pub mod score_bench;
 pub mod serve;
 pub mod serve_bench;
+pub mod status;
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! `orchestra serve SCORE`: loads the score, then serves it as an OpenAI-compatible API
-//! until Ctrl-C, which stops accepting connections and lets requests in flight finish.
+//! until Ctrl-C or SIGTERM, which stop accepting connections and let requests in flight
+//! finish.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub struct ServeArgs {
     /// Largest request body (413 past it).
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     pub body_limit: u64,
+    /// Most messages one chat request may carry (400 past it).
+    #[arg(long, default_value_t = 1024)]
+    pub max_messages: usize,
     /// Do not reload the score when it (or a file it requires) is saved.
     #[arg(long)]
     pub no_watch: bool,
@@ -41,6 +45,30 @@ pub struct ServeArgs {
     pub pull: crate::hub::cli::PullFlag,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Ctrl-C, or SIGTERM (what `kill`, systemd and container runtimes send to stop a
+/// service).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -58,6 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_queue: args.max_queue,
         body_limit: args.body_limit as usize,
         api_key: args.api_key.clone(),
+        max_messages: args.max_messages,
     };
     // Listen first: `/health` answers 503 while the score loads.
     let addr = SocketAddr::new(args.host, args.port);
@@ -67,10 +96,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let state = AppState::new(&config);
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         eprintln!("stopping: finishing the requests in flight (Ctrl-C again to quit now)");
         tokio::spawn(async {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_signal().await;
             std::process::exit(130);
         });
     };
@@ -97,6 +126,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let info = conductor.info().await?;
     let url = format!("http://{local}/v1");
     println!("orchestra is serving `{}` at {url}", info.name);
+    println!("stage page: http://{local}/ (status: orchestra status --url http://{local})");
     let mut ids = vec![crate::server::ORCHESTRA.to_string()];
     for s in &info.sections {
         if info

@@ -45,4 +45,7 @@ pub enum EngineError {
     EmbeddingOnly(String),
     #[error("model `{0}` is unloaded: its worker has stopped")]
     Stopped(String),
+    /// A remote instrument (an OpenAI-compatible server) failed; `reason` says how.
+    #[error("remote instrument `{model}` failed: {reason}")]
+    Remote { model: String, reason: String },
 }

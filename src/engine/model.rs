@@ -412,13 +412,13 @@ impl Model {
         let vocab = self.inner.llama.vocab();
         let add_bos = vocab.should_add_bos();
         // Templates that print `bos_token` themselves would double it.
-        if add_bos && matches!(request.prompt, Prompt::Chat(_)) {
-            if let Some(bos) = token_text(&self.inner.llama, vocab.bos())
-                && !bos.is_empty()
-                && text.starts_with(&bos)
-            {
-                text.drain(..bos.len());
-            }
+        if add_bos
+            && matches!(request.prompt, Prompt::Chat(_))
+            && let Some(bos) = token_text(&self.inner.llama, vocab.bos())
+            && !bos.is_empty()
+            && text.starts_with(&bos)
+        {
+            text.drain(..bos.len());
         }
         let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
         if tokens.is_empty() {

@@ -688,7 +688,8 @@ mod tests {
         let none = |_: &str| false;
         let llama3 = |t: &str| t == "<|start_header_id|>";
         let inst = |t: &str| t == "[INST]";
-        let cases: [(&str, &dyn Fn(&str) -> bool, Family); 6] = [
+        type HasToken<'a> = &'a dyn Fn(&str) -> bool;
+        let cases: [(&str, HasToken, Family); 6] = [
             ("gemma3", &none, Family::Gemma),
             ("gemma", &none, Family::Gemma),
             ("llama", &llama3, Family::Llama3),

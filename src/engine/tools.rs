@@ -126,6 +126,9 @@ pub fn new_call_id() -> String {
     format!("call_{suffix}")
 }
 
+/// A format's parser: the content and the calls, `None` when its marker is absent.
+type Parser = fn(&str, &[String]) -> Option<(String, Vec<ToolCall>)>;
+
 /// Split an answer into its plain content and the tool calls in it. `tools` are the
 /// offered names: calls found without an explicit marker (bare JSON) must name one.
 pub fn parse_tool_calls(
@@ -133,7 +136,7 @@ pub fn parse_tool_calls(
     text: &str,
     tools: &[String],
 ) -> (String, Vec<ToolCall>) {
-    let attempts: [fn(&str, &[String]) -> Option<(String, Vec<ToolCall>)>; 3] = match format {
+    let attempts: [Parser; 3] = match format {
         ToolFormat::Mistral => [parse_mistral, parse_hermes, parse_bare_json],
         ToolFormat::Llama3 => [parse_llama3, parse_hermes, parse_bare_json],
         ToolFormat::Hermes | ToolFormat::Json => [parse_hermes, parse_bare_json, parse_mistral],
@@ -243,7 +246,7 @@ fn parse_bare_json(text: &str, tools: &[String]) -> Option<(String, Vec<ToolCall
 /// JSON objects (or arrays of them) anywhere in the text that name an offered tool
 /// (any name when `tools` is empty), separated by text, `;` or code fences.
 fn bare_calls(text: &str, tools: &[String]) -> Option<(String, Vec<ToolCall>)> {
-    let named = |c: &ToolCall| tools.is_empty() || tools.iter().any(|t| *t == c.name);
+    let named = |c: &ToolCall| tools.is_empty() || tools.contains(&c.name);
     let mut calls = Vec::new();
     let mut content = Vec::new();
     let mut from = 0;
@@ -446,9 +449,19 @@ pub(crate) fn tool_grammar(
         }
     };
     let (root, triggers) = match format {
+        // Small Qwen models sometimes drop the `<tool_call>` tags and answer with the bare
+        // call object: a `{` opening the answer switches the grammar on too, so that
+        // form is constrained as well.
         ToolFormat::Hermes => (
-            more("tc-call", "tc-ws"),
-            vec![r"[\s\S]*?(<tool_call>)[\s\S]*".to_owned()],
+            format!(
+                "{} | {}",
+                more("tc-call", "tc-ws"),
+                more("tc-json", "tc-ws")
+            ),
+            vec![
+                r"[\s\S]*?(<tool_call>)[\s\S]*".to_owned(),
+                r"\s*(\{)[\s\S]*".to_owned(),
+            ],
         ),
         ToolFormat::Mistral => (
             format!(
@@ -489,7 +502,9 @@ mod tests {
 
     #[test]
     fn parsers_find_calls_and_content() {
-        let cases: &[(ToolFormat, &str, &str, &[(&str, &str)])] = &[
+        // (format, answer, content, [(name, arguments)])
+        type Case<'a> = (ToolFormat, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (
                 ToolFormat::Hermes,
                 "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",

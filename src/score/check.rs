@@ -1,6 +1,8 @@
 //! `orchestra check`: load a score without playing it — syntax, the returned table,
 //! every `band:add` (model resolvable, a readable GGUF header, a known section, a
-//! footprint within the band's memory) — and report what it declares.
+//! footprint within the band's memory) — and report what it declares. Remote
+//! instruments get a health check (`GET /models`); an unreachable one is a note, not
+//! an error: the score is valid and its section falls back at play time.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -42,6 +44,12 @@ pub struct InstrumentReport {
     pub path: Option<PathBuf>,
     /// Estimated resident bytes (weights + KV cache + compute).
     pub footprint: Option<u64>,
+    /// The server's URL of a remote instrument.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// Whether the remote server answered its health check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
 }
 
 /// Checks a score without running any model.
@@ -55,6 +63,39 @@ pub async fn check(source: ScoreSource, options: ScoreOptions) -> Result<CheckRe
         notes.push("the score declares no band (`orchestra.band{...}`)".into());
     }
     let mut reports = Vec::new();
+    let remotes: Vec<_> = bands
+        .iter()
+        .flat_map(|(b, _)| b.members())
+        .filter_map(|m| {
+            m.remote
+                .clone()
+                .map(|r| (m.name.clone(), m.section.clone(), r))
+        })
+        .collect();
+    let health = futures::future::join_all(remotes.iter().map(|(_, _, r)| r.health())).await;
+    let mut reachable = std::collections::HashMap::new();
+    for ((name, section, r), res) in remotes.iter().zip(health) {
+        let spec = r.spec();
+        match res {
+            Ok(models) => {
+                if !models.is_empty() && !models.contains(&spec.model) {
+                    notes.push(format!(
+                        "remote `{name}`: `{}` does not list model `{}` (it serves {}); some servers answer with whatever they loaded",
+                        spec.url,
+                        spec.model,
+                        models.join(", ")
+                    ));
+                }
+                reachable.insert(name.clone(), true);
+            }
+            Err(e) => {
+                notes.push(format!(
+                    "remote `{name}` is unreachable: {e}; the score is valid, and `{section}` falls back to its next instrument until it answers"
+                ));
+                reachable.insert(name.clone(), false);
+            }
+        }
+    }
     for (band, _) in &bands {
         let members = band.members();
         if band.declared_sections {
@@ -71,7 +112,10 @@ pub async fn check(source: ScoreSource, options: ScoreOptions) -> Result<CheckRe
                 .iter()
                 .map(|m| {
                     let resolved = !m.path.as_os_str().is_empty();
+                    let remote = m.remote.as_ref().map(|r| r.spec().url.clone());
                     InstrumentReport {
+                        reachable: remote.as_ref().and(reachable.get(&m.name).copied()),
+                        remote,
                         name: m.name.clone(),
                         section: m.section.clone(),
                         model: m.reference.clone(),
@@ -128,10 +172,14 @@ impl fmt::Display for CheckReport {
                 .max()
                 .unwrap_or(0);
             for i in &b.instruments {
-                let size = i
-                    .footprint
-                    .map(|n| format!("~{}", human_bytes(n)))
-                    .unwrap_or_else(|| "not downloaded".into());
+                let size = match (&i.remote, i.reachable) {
+                    (Some(url), Some(true)) => format!("remote at {url}, reachable"),
+                    (Some(url), _) => format!("remote at {url}, unreachable"),
+                    (None, _) => i
+                        .footprint
+                        .map(|n| format!("~{}", human_bytes(n)))
+                        .unwrap_or_else(|| "not downloaded".into()),
+                };
                 writeln!(
                     f,
                     "    {:width$}  {:swidth$}  {}  ({size})",

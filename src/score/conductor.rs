@@ -69,6 +69,9 @@ pub struct InstrumentInfo {
     pub max_tokens: u32,
     /// An embedding model (it answers `embed`, not `generate`).
     pub embeddings: bool,
+    /// The server's URL of a remote instrument (not on the stage, no footprint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// One instrument, played directly (no arrangement): what a server needs to lease its
@@ -84,6 +87,35 @@ pub struct InstrumentHandle {
     /// The instrument's default system prompt.
     pub system: Option<String>,
     pub embeddings: bool,
+    /// Set for a remote instrument: generate through it instead of leasing from
+    /// `stage` (see [`InstrumentHandle::generate`]).
+    pub remote: Option<crate::remote::RemoteModel>,
+}
+
+impl InstrumentHandle {
+    /// Starts a generation on this instrument: a remote one streams from its server,
+    /// a local one from a stage lease, which comes back with the generation and must
+    /// be held until it ends.
+    pub async fn generate(
+        &self,
+        request: crate::engine::GenerateRequest,
+    ) -> Result<(Option<crate::stage::Lease>, crate::engine::Generation), InstrumentError> {
+        if let Some(r) = &self.remote {
+            return Ok((None, r.generate(request)?));
+        }
+        let lease = self.stage.acquire(&self.name).await?;
+        let generation = lease.generate(request)?;
+        Ok((Some(lease), generation))
+    }
+}
+
+/// Why [`InstrumentHandle::generate`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InstrumentError {
+    #[error(transparent)]
+    Stage(#[from] crate::stage::StageError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
 }
 
 /// What is loaded right now.
@@ -223,6 +255,7 @@ struct Shared {
     /// their status is read here without a trip through the thread.
     stages: Arc<Stages>,
     recent: Arc<Mutex<VecDeque<ArrangementRecord>>>,
+    last_reload: Arc<Mutex<Option<ReloadEvent>>>,
     name: String,
     version: Arc<AtomicU64>,
 }
@@ -278,6 +311,7 @@ impl Conductor {
             !options.check_only,
         );
         let recent = Arc::new(Mutex::new(VecDeque::new()));
+        let last_reload = Arc::new(Mutex::new(None));
         let shared = Arc::new(Shared {
             tx: tx.clone(),
             reloads: reloads.clone(),
@@ -285,6 +319,7 @@ impl Conductor {
             metrics: options.metrics.clone(),
             stages: stages.clone(),
             recent: recent.clone(),
+            last_reload: last_reload.clone(),
             name: source.name(),
             version: version.clone(),
         });
@@ -301,6 +336,7 @@ impl Conductor {
                 let shared = Handed {
                     stages,
                     recent,
+                    last_reload,
                     reloads,
                     version,
                 };
@@ -432,6 +468,16 @@ impl Conductor {
         all
     }
 
+    /// Bytes the score's stages have promised to loads in progress (zero when none runs).
+    pub fn stage_reserved(&self) -> u64 {
+        self.shared.stages.all().iter().map(|s| s.reserved()).sum()
+    }
+
+    /// The last reload attempt, accepted or not.
+    pub fn last_reload(&self) -> Option<ReloadEvent> {
+        self.shared.last_reload.lock().unwrap().clone()
+    }
+
     /// The last requests played (at most [`RECENT_ARRANGEMENTS`]), newest first.
     pub fn recent_arrangements(&self) -> Vec<ArrangementRecord> {
         self.shared
@@ -481,12 +527,14 @@ struct State {
     weak_tx: mpsc::WeakUnboundedSender<Command>,
     reloads: broadcast::Sender<ReloadEvent>,
     recent: Arc<Mutex<VecDeque<ArrangementRecord>>>,
+    last_reload: Arc<Mutex<Option<ReloadEvent>>>,
 }
 
 /// What [`Conductor::spawn`] hands the conductor thread.
 struct Handed {
     stages: Arc<Stages>,
     recent: Arc<Mutex<VecDeque<ArrangementRecord>>>,
+    last_reload: Arc<Mutex<Option<ReloadEvent>>>,
     reloads: broadcast::Sender<ReloadEvent>,
     version: Arc<AtomicU64>,
 }
@@ -516,6 +564,7 @@ async fn run(
     let Handed {
         stages,
         recent,
+        last_reload,
         reloads,
         version: shared_version,
     } = handed;
@@ -541,6 +590,7 @@ async fn run(
         weak_tx,
         reloads,
         recent,
+        last_reload,
     });
     let _ = ready.send(Ok(()));
     while let Some(cmd) = rx.recv().await {
@@ -571,6 +621,15 @@ fn handle(state: &Rc<State>, cmd: Command) {
                 if record.request_id == 0 {
                     record.request_id = id.unwrap_or(0);
                 }
+                state.options.events.emit_in(
+                    EventContext {
+                        request_id: Some(record.request_id),
+                        score_version: Some(record.score_version),
+                    },
+                    EventKind::Arrangement {
+                        data: serde_json::to_value(&record).unwrap_or_default(),
+                    },
+                );
                 {
                     let mut recent = state.recent.lock().unwrap();
                     if recent.len() == RECENT_ARRANGEMENTS {
@@ -638,6 +697,7 @@ fn handle(state: &Rc<State>, cmd: Command) {
                     context: context_of(&m.path, m.options.context),
                     max_tokens: m.max_tokens,
                     embeddings: m.options.embeddings,
+                    remote: m.remote.as_ref().map(|r| r.spec().url.clone()),
                 })
                 .collect();
             let mut sections: Vec<String> = Vec::new();
@@ -683,6 +743,7 @@ fn handle(state: &Rc<State>, cmd: Command) {
                     max_tokens: m.max_tokens,
                     system: m.system.clone(),
                     embeddings: m.options.embeddings,
+                    remote: m.remote.clone(),
                 });
             let _ = reply.send(handle);
         }
@@ -802,7 +863,7 @@ async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> Rel
             let error = e.to_string();
             tracing::warn!(score = %name, "reload rejected, the previous version keeps playing: {error}");
             state.options.metrics.reload(false);
-            let (file, line) = match file_line(&error) {
+            let (file, line) = match error_location(&error) {
                 Some((f, l)) => (Some(f), Some(l)),
                 None => (None, None),
             };
@@ -823,12 +884,13 @@ async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> Rel
             }
         }
     };
+    *state.last_reload.lock().unwrap() = Some(event.clone());
     let _ = state.reloads.send(event.clone());
     event
 }
 
 /// The first `file.lua:LINE` (Lua's prefix) or `` `file.lua` line LINE `` in an error.
-fn file_line(error: &str) -> Option<(String, u32)> {
+pub fn error_location(error: &str) -> Option<(String, u32)> {
     let words: Vec<&str> = error.split_whitespace().collect();
     for (i, w) in words.iter().enumerate() {
         let w = w.trim_matches(|c: char| c == '`' || c == '\'' || c == '"' || c == ',');
@@ -856,7 +918,7 @@ fn file_line(error: &str) -> Option<(String, u32)> {
 
 #[cfg(test)]
 mod tests {
-    use super::file_line;
+    use super::error_location as file_line;
 
     #[test]
     fn a_rejected_reload_names_its_file_and_line() {

@@ -52,7 +52,10 @@ mod watch;
 
 pub use api::band::STANDARD_SECTIONS;
 pub use check::{BandReport, CheckReport, InstrumentReport, check, check_blocking};
-pub use conductor::{Conductor, InstrumentHandle, InstrumentInfo, ReloadEvent, ScoreInfo};
+pub use conductor::{
+    ArrangementRecord, Conductor, InstrumentError, InstrumentHandle, InstrumentInfo,
+    RECENT_ARRANGEMENTS, ReloadEvent, ScoreInfo, error_location,
+};
 pub use console::{ConsoleOut, history_path, run_terminal};
 pub use error::{ScoreError, human_duration};
 pub use options::{

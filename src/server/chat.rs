@@ -115,6 +115,14 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse_body(body)?;
     check_n(&req.knobs)?;
+    if req.messages.len() > state.max_messages {
+        return Err(ApiError::bad_request(format!(
+            "`messages` holds {} messages, more than this server takes ({}): send fewer, or raise `--max-messages`",
+            req.messages.len(),
+            state.max_messages
+        ))
+        .with_code("too_many_messages"));
+    }
     let messages = openai::messages(req.messages)?;
     let (tools, mut tool_choice) = openai::tools(req.tools, req.tool_choice)?;
     if tools.is_empty() {

@@ -93,13 +93,28 @@ impl From<EngineError> for ApiError {
             EngineError::PromptTooLong { .. } => {
                 ApiError::bad_request(message).with_code("context_length_exceeded")
             }
-            EngineError::EmptyPrompt | EngineError::Grammar | EngineError::Template { .. } => {
-                ApiError::bad_request(message)
-            }
+            EngineError::EmptyPrompt
+            | EngineError::Grammar
+            | EngineError::Template { .. }
+            | EngineError::Schema { .. }
+            | EngineError::UnknownTool { .. } => ApiError::bad_request(message),
             EngineError::NotAnEmbeddingModel(_) | EngineError::EmbeddingOnly(_) => {
                 ApiError::bad_request(message).with_code("model_not_supported")
             }
+            // The instrument's own server failed us: a gateway error, not ours.
+            EngineError::Remote { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)
+            }
             _ => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<crate::score::InstrumentError> for ApiError {
+    fn from(e: crate::score::InstrumentError) -> Self {
+        match e {
+            crate::score::InstrumentError::Stage(e) => e.into(),
+            crate::score::InstrumentError::Engine(e) => e.into(),
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::admission::Permit;
 use super::error::ApiError;
+use super::observe::{Observed, first_token};
 use super::openai::Knobs;
 use crate::engine::{
     ChatMessage, GenerateRequest, Prompt, SamplingParams, StreamItem, Tool, ToolCall, ToolChoice,
@@ -146,7 +147,8 @@ impl Job {
 pub fn start(state: &AppState, job: Job, permit: Permit) -> mpsc::Receiver<Piece> {
     let (tx, rx) = mpsc::channel(256);
     let state = state.clone();
-    tokio::spawn(async move {
+    let (mut observed, scope) = Observed::begin(&state, &job.model, job.knobs.stream);
+    tokio::spawn(scope.run(async move {
         let _permit = permit;
         let run = async {
             match job.target.clone() {
@@ -156,6 +158,7 @@ pub fn start(state: &AppState, job: Job, permit: Permit) -> mpsc::Receiver<Piece
         };
         tokio::select! {
             res = run => {
+                observed.finish(&res);
                 let piece = match res {
                     Ok(done) => Piece::Done(Box::new(done)),
                     Err(e) => Piece::Failed(e),
@@ -167,7 +170,7 @@ pub fn start(state: &AppState, job: Job, permit: Permit) -> mpsc::Receiver<Piece
                 tracing::info!("client disconnected: request cancelled");
             }
         }
-    });
+    }));
     rx
 }
 
@@ -211,8 +214,8 @@ async fn play_instrument(
     .with_tools(job.tools.clone(), job.tool_choice.clone())
     .with_ignore_eos(job.knobs.ignore_eos);
     request.parallel_tool_calls = job.parallel_tool_calls;
-    let lease = h.stage.acquire(&h.name).await?;
-    let mut generation = lease.generate(request)?;
+    // A local instrument's lease (none for a remote one) is held until the end.
+    let (_lease, mut generation) = h.generate(request).await?;
     let events = state.conductor()?.events().clone();
     let id = generation.id();
     events.emit(EventKind::GenerationStarted {
@@ -249,6 +252,7 @@ async fn play_instrument(
         match generation.next().await {
             Some(StreamItem::Text(t)) => {
                 ended.tokens += 1;
+                first_token();
                 if tx.send(Piece::Text(t)).await.is_err() {
                     break None;
                 }
@@ -318,6 +322,7 @@ async fn perform(
         tokio::select! {
             biased;
             Some(text) = written.recv() => {
+                first_token();
                 if tx.send(Piece::Text(text)).await.is_err() {
                     return Err(ApiError::internal("client gone"));
                 }

@@ -327,16 +327,20 @@ impl Watch {
     }
 
     /// Moves this generation's new tokens into the entry's live count; `end` also
-    /// takes the generation out of it.
-    fn settle(&mut self, st: &mut State, end: bool) -> Option<()> {
-        let e = st.entries.get_mut(&self.name)?;
+    /// takes the generation out of it. `then` sees the entry under the same lock.
+    fn settle(&mut self, end: bool, then: impl FnOnce(&mut PlayStats)) {
+        let shared = self.shared.clone();
+        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = st.entries.get_mut(&self.name) else {
+            return;
+        };
         e.stats.live_tokens = e.stats.live_tokens + self.tokens - self.reported;
         self.reported = self.tokens;
         if end {
             e.stats.live = e.stats.live.saturating_sub(1);
             e.stats.live_tokens = e.stats.live_tokens.saturating_sub(self.tokens);
         }
-        Some(())
+        then(&mut e.stats);
     }
 }
 
@@ -349,9 +353,7 @@ impl GenerationObserver for Watch {
                 self.first.get_or_insert(now);
                 if self.tokens == 1 || now - self.last_report >= PROGRESS_EVERY {
                     self.last_report = now;
-                    let mut st = self.shared.state.lock().unwrap();
-                    self.settle(&mut st, false);
-                    drop(st);
+                    self.settle(false, |_| {});
                     let ttft = self.first.map(|f| (f - self.started).as_secs_f64() * 1e3);
                     self.shared.events.emit_in(
                         self.ctx,
@@ -376,10 +378,18 @@ impl GenerationObserver for Watch {
                 let t = &c.timings;
                 let swing = (t.gap_mean_ms > 0.0 && t.gap_std_ms.is_finite())
                     .then(|| 1.0 / (1.0 + t.gap_std_ms / t.gap_mean_ms));
-                let mut st = self.shared.state.lock().unwrap();
-                self.settle(&mut st, true);
-                if let Some(e) = st.entries.get_mut(&self.name) {
-                    let s = &mut e.stats;
+                self.shared.events.emit_in(
+                    self.ctx,
+                    EventKind::Played {
+                        model: self.name.clone(),
+                        generation: self.id,
+                        tokens: c.completion_tokens,
+                        tok_s: t.decode_tok_s,
+                        swing,
+                        ttft_ms: t.ttft_ms,
+                    },
+                );
+                self.settle(true, |s| {
                     s.generations += 1;
                     s.tokens += c.completion_tokens as u64;
                     if c.completion_tokens > 1 && t.decode_tok_s > 0.0 {
@@ -387,15 +397,14 @@ impl GenerationObserver for Watch {
                         s.swing = swing;
                     }
                     s.ttft_ms = Some(t.ttft_ms);
-                }
+                });
             }
             StreamItem::Failed(_) => {
                 self.ended = true;
                 self.shared
                     .metrics
                     .generation(&self.name, "failed", 0, self.tokens);
-                let mut st = self.shared.state.lock().unwrap();
-                self.settle(&mut st, true);
+                self.settle(true, |_| {});
             }
         }
     }
@@ -409,8 +418,7 @@ impl Drop for Watch {
         self.shared
             .metrics
             .generation(&self.name, "cancelled", 0, self.tokens);
-        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.settle(&mut st, true);
+        self.settle(true, |_| {});
     }
 }
 
@@ -572,6 +580,16 @@ impl Stage {
         used_bytes(&st)
     }
 
+    /// Bytes promised to loads in progress: zero whenever no load runs (a soak checks
+    /// that no failed or cancelled load leaves its reservation behind).
+    pub fn reserved(&self) -> u64 {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserved
+    }
+
     /// The model, loaded if needed; the lease keeps it resident while held.
     pub async fn acquire(&self, name: &str) -> Result<Lease, StageError> {
         let loading = {
@@ -595,10 +613,22 @@ impl Stage {
             }
             e.spec.clone()
         };
-        let fp = estimate(&spec.path, &spec.options).map_err(|e| StageError::Load {
-            name: name.into(),
-            reason: e.to_string(),
-        })?;
+        let fp = match estimate(&spec.path, &spec.options) {
+            Ok(fp) => fp,
+            Err(e) => {
+                // A file that is missing or broken fails its load here, before
+                // llama.cpp sees it: counted and announced like any failed load.
+                self.shared.metrics.model_load_failed(name);
+                self.shared.events.emit(EventKind::ModelLoadFailed {
+                    model: name.into(),
+                    error: e.to_string(),
+                });
+                return Err(StageError::Load {
+                    name: name.into(),
+                    reason: e.to_string(),
+                });
+            }
+        };
         let need = fp.total();
         if need > self.shared.config.budget {
             return Err(StageError::TooLarge {
@@ -815,7 +845,7 @@ impl Stage {
             && e.resident.is_some()
         {
             self.shared.room.notify_waiters();
-            self.shared.metrics.model_evicted(&name);
+            self.shared.metrics.model_evicted(name);
             self.shared.events.emit(EventKind::ModelEvicted {
                 model: name.into(),
                 reason: "removed from the score".into(),
@@ -851,7 +881,7 @@ impl Stage {
         e.resident = None;
         drop(st);
         self.shared.room.notify_waiters();
-        self.shared.metrics.model_evicted(&name);
+        self.shared.metrics.model_evicted(name);
         self.shared.events.emit(EventKind::ModelEvicted {
             model: name.into(),
             reason: "asked to".into(),
@@ -946,7 +976,7 @@ impl Stage {
             self.shared.room.notify_waiters();
         }
         for name in &gone {
-            self.shared.metrics.model_evicted(&name);
+            self.shared.metrics.model_evicted(name);
             self.shared.events.emit(EventKind::ModelEvicted {
                 model: name.clone(),
                 reason: format!("idle for {}s", ttl.as_secs()),
@@ -991,7 +1021,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if self.released || std::env::var_os("LEAK_PROBE").is_some() {
+        if self.released {
             return;
         }
         {

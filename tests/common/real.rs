@@ -15,11 +15,11 @@ pub enum Real {
     MiniLm,
 }
 
-/// The `#[ignore]` reason of tests on [`Real::Qwen`] and [`Real::Gemma`].
+/// What to run when a real model is missing.
 pub const FETCH_HINT: &str = "run scripts/fetch-test-models";
 
 impl Real {
-    /// The file name `scripts/fetch-test-models` writes (or the shared one for MiniLM).
+    /// The file name `scripts/fetch-test-models` writes.
     pub fn file_name(self) -> &'static str {
         match self {
             Real::Qwen => "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -33,7 +33,8 @@ impl Real {
         let fetched = test_models_dir().join(self.file_name());
         match self {
             Real::Qwen | Real::Gemma => vec![fetched],
-            // No package ships a GGUF of MiniLM; the project's neighbour folder has one.
+            // The fetch script converts it from PyPI's safetensors; the project's
+            // neighbour folder holds the same file.
             Real::MiniLm => vec![
                 fetched,
                 Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,16 +61,9 @@ pub fn real_model(which: Real) -> PathBuf {
         .iter()
         .map(|p| format!("`{}`", p.display()))
         .collect();
-    match which {
-        Real::MiniLm => panic!(
-            "the real test model `{}` is missing (looked at {}): this test needs ../shared/models beside the project (see its README.md)",
-            which.file_name(),
-            looked.join(", ")
-        ),
-        _ => panic!(
-            "the real test model `{}` is missing (looked at {}): {FETCH_HINT}",
-            which.file_name(),
-            looked.join(", ")
-        ),
-    }
+    panic!(
+        "the real test model `{}` is missing (looked at {}): {FETCH_HINT}",
+        which.file_name(),
+        looked.join(", ")
+    )
 }

@@ -200,11 +200,14 @@ def tool_call():
     assert calls and calls[0].id, choice.message
     args = valid_weather_call(calls[0])
     assert "paris" in args["city"].lower(), args
-    # The tool's result goes back through the template; the model answers with it.
+    # The tool's result goes back through the template; the model answers with it. (With
+    # the tools still offered, this 0.5B model only ever calls the tool again, so the
+    # follow-up turns them off, as agents do after a tool round.)
     follow = client.chat.completions.create(
         model="qwen",
         temperature=0,
         tools=[WEATHER],
+        tool_choice="none",
         messages=ASK
         + [
             {"role": "assistant", "content": None, "tool_calls": [c.model_dump() for c in calls]},
@@ -252,7 +255,7 @@ def tool_required():
 def tool_sampled_runs():
     for seed in range(1, 21):
         r = client.chat.completions.create(
-            model="qwen", messages=ASK, tools=[WEATHER], temperature=0.8, seed=seed
+            model="qwen", messages=ASK, tools=[WEATHER], temperature=0.8, seed=seed, max_tokens=60
         )
         choice = r.choices[0]
         for call in choice.message.tool_calls or []:

@@ -5,7 +5,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{band_dir, runtime, scratch, script};
+#[allow(unused_imports)]
+pub use common::{band_dir, real, runtime, scratch, script};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -59,7 +59,24 @@ const MEMBER_OPTIONS: &[&str] = &[
     "system",
     "pinned",
     "template",
+    "url",
+    "api_key_env",
+    "timeout",
+    "connect_timeout",
+    "retries",
 ];
+
+/// Options that only make sense for a model on this machine, or only for a remote one.
+const LOCAL_ONLY: &[&str] = &[
+    "slots",
+    "batch",
+    "threads",
+    "gpu_layers",
+    "embeddings",
+    "pinned",
+    "template",
+];
+const REMOTE_ONLY: &[&str] = &["api_key_env", "timeout", "connect_timeout", "retries"];
 
 /// Default memory budget of a band that says nothing.
 const DEFAULT_MEMORY: u64 = 8 << 30;
@@ -299,8 +316,31 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         &format!("`band:add(\"{name}\", ...)`"),
         MEMBER_OPTIONS,
     )?;
+    let url = match spec.get::<Value>("url")? {
+        Value::Nil => None,
+        Value::String(s) => Some(s.to_str()?.to_string()),
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `url` must be the server's API base like \"http://host:8080/v1\", got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
     let reference = match spec.get::<Value>("model")? {
         Value::String(s) => s.to_str()?.to_string(),
+        other if url.is_some() => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}` needs `model = \"name\"`: the model id the server at `{}` serves, got {}",
+                    url.as_deref().unwrap_or_default(),
+                    describe(&other)
+                ),
+            ));
+        }
         other => {
             return Err(misuse(
                 lua,
@@ -325,12 +365,31 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         }
     };
     band.check_section(lua, &section, &format!("band:add(\"{name}\")"))?;
+    let (wrong, why) = if url.is_some() {
+        (
+            LOCAL_ONLY,
+            "applies to models on this machine, and this one plays at `url`",
+        )
+    } else {
+        (
+            REMOTE_ONLY,
+            "applies to remote instruments only (add `url = \"http://host:8080/v1\"`)",
+        )
+    };
+    for key in wrong {
+        if !spec.get::<Value>(*key)?.is_nil() {
+            return Err(misuse(lua, format!("`{name}`: `{key}` {why}")));
+        }
+    }
     let overridden = c.options.overrides.get(&name);
-    let resolved = match overridden {
-        Some(file) => resolve_override(&name, file),
-        None => resolve_model(&reference, &c.dir),
+    let resolved = match (overridden, &url) {
+        (Some(file), _) => resolve_override(&name, file),
+        (None, Some(_)) => Err(ScoreError::Model(String::new())),
+        (None, None) => resolve_model(&reference, &c.dir),
     };
     let path = match resolved {
+        // A remote instrument has no file (unless `--model-file` plays one instead).
+        Err(_) if overridden.is_none() && url.is_some() => None,
         Ok(p) => Some(p),
         // `orchestra check` runs before `orchestra pull`: a hub model not downloaded yet
         // is a note there, not an error.
@@ -441,6 +500,11 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
                 .pinned(pinned),
         );
     }
+    // `--model-file` turns a remote instrument into a local one.
+    let remote = match (&url, &path) {
+        (Some(url), None) => Some(remote_model(lua, &name, url, &reference, &spec)?),
+        _ => None,
+    };
     let path = path.unwrap_or_default();
     let member = Arc::new(Member {
         name,
@@ -455,6 +519,7 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         stage: band.stage.clone(),
         events: c.options.events.clone(),
         check_only: c.options.check_only,
+        remote,
     });
     let ud = lua.create_userdata(Instrument(member.clone()))?;
     band.state
@@ -463,6 +528,90 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         .members
         .push((member, ud.clone()));
     Ok(ud)
+}
+
+/// The client of a remote instrument: `url`, `model`, `api_key_env`, `timeout`,
+/// `connect_timeout`, `retries`.
+fn remote_model(
+    lua: &Lua,
+    name: &str,
+    url: &str,
+    model: &str,
+    spec: &Table,
+) -> mlua::Result<crate::remote::RemoteModel> {
+    let c = ctx(lua);
+    let mut remote = crate::remote::RemoteSpec::new(name, url, model);
+    let duration = |key: &str| -> mlua::Result<Option<std::time::Duration>> {
+        match spec.get::<Value>(key)? {
+            Value::Nil => Ok(None),
+            Value::Integer(n) if n > 0 => Ok(Some(std::time::Duration::from_secs(n as u64))),
+            Value::Number(n) if n > 0.0 => Ok(Some(std::time::Duration::from_secs_f64(n))),
+            Value::String(s) => match parse_duration(&s.to_str()?) {
+                Some(d) if !d.is_zero() => Ok(Some(d)),
+                _ => Err(misuse(
+                    lua,
+                    format!(
+                        "`{name}`: `{key}` must be a duration like \"30s\" or \"500ms\", got {:?}",
+                        s.to_string_lossy()
+                    ),
+                )),
+            },
+            other => Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `{key}` must be a duration like \"30s\", got {}",
+                    describe(&other)
+                ),
+            )),
+        }
+    };
+    if let Some(d) = duration("timeout")? {
+        remote.timeout = d;
+    }
+    if let Some(d) = duration("connect_timeout")? {
+        remote.connect_timeout = d;
+    }
+    match spec.get::<Value>("retries")? {
+        Value::Nil => {}
+        Value::Integer(n) if (0..=10).contains(&n) => remote.retries = n as u32,
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `retries` must be a whole number from 0 to 10, got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    }
+    match spec.get::<Value>("api_key_env")? {
+        Value::Nil => {}
+        Value::String(var) => {
+            let var = var.to_str()?.to_string();
+            match std::env::var(&var) {
+                Ok(key) if !key.is_empty() => remote.api_key = Some(key),
+                // The server may not need it; if it does, its 401 says so at play time.
+                _ => {
+                    let note = format!(
+                        "`{name}`: `api_key_env` names `{var}`, which is not set: requests go without a key (export {var}=...)"
+                    );
+                    tracing::warn!("{note}");
+                    c.warn(note);
+                }
+            }
+        }
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `api_key_env` must name an environment variable (the key never goes into the score), got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    }
+    crate::remote::RemoteModel::new(remote, c.options.events.clone(), c.options.metrics.clone())
+        .map_err(|e| misuse(lua, format!("`{name}`: {e}")))
 }
 
 /// A member's `template`: Jinja text, `file:PATH`, or the path of an existing file

@@ -24,8 +24,8 @@ use mlua::{
 use serde::Serialize;
 
 use crate::engine::{
-    ChatMessage, Completion, GenerateRequest, LoadOptions, Prompt, SamplingParams, StreamItem,
-    Tool, ToolCall, ToolChoice,
+    ChatMessage, Completion, EngineError, GenerateRequest, LoadOptions, Prompt, SamplingParams,
+    StreamItem, Tool, ToolCall, ToolChoice,
 };
 use crate::events::{EventBus, EventKind};
 use crate::stage::Stage;
@@ -53,6 +53,23 @@ pub(crate) struct Member {
     pub(crate) events: EventBus,
     /// `orchestra check`: never load or play.
     pub(crate) check_only: bool,
+    /// Set when the instrument plays on another server (`url = ...`): it is never on
+    /// the stage and generates through this client instead of a lease.
+    pub(crate) remote: Option<crate::remote::RemoteModel>,
+}
+
+impl Member {
+    /// Refuses calls a remote instrument cannot answer (`tokenize`, `embed`, ...).
+    fn local_only(&self, method: &str) -> Result<(), String> {
+        match &self.remote {
+            Some(r) => Err(format!(
+                "`{}` plays at `{}`: `{method}` works on models on this machine only",
+                self.name,
+                r.spec().url
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Member {
@@ -89,6 +106,7 @@ pub(crate) const NAMES: &[&str] = &[
     "detokenize",
     "embed",
     "sampling",
+    "remote",
 ];
 
 /// Options of `generate`, `stream` and `chat` (plus every sampling field).
@@ -546,6 +564,9 @@ struct Details<'a> {
     /// Calls the model made (`finish_reason = "tool_calls"`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<LuaToolCall<'a>>,
+    /// The server's URL, for a remote instrument.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<&'a str>,
 }
 
 /// A tool call as Lua sees it: `arguments` as JSON text, `args` as a table.
@@ -559,12 +580,22 @@ struct LuaToolCall<'a> {
 
 /// Runs a prepared generation; `(text, details)` or `(nil, err)`.
 async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Value)> {
-    let lease = match m.stage.acquire(&m.name).await {
-        Ok(l) => l,
-        Err(e) => return failure(&lua, e),
+    // A remote instrument needs no lease: nothing of it lives on the stage.
+    let (lease, started) = match &m.remote {
+        Some(r) => (None, r.generate(p.request)),
+        None => match m.stage.acquire(&m.name).await {
+            Ok(l) => {
+                let g = l.generate(p.request);
+                (Some(l), g)
+            }
+            Err(e) => return failure(&lua, e),
+        },
     };
-    let mut generation = match lease.generate(p.request) {
+    let mut generation = match started {
         Ok(g) => g,
+        Err(EngineError::Remote { reason, .. }) => {
+            return failure(&lua, format!("`{}`: {reason}", m.name));
+        }
         Err(e) => return failure(&lua, format!("`{}`: {e}", m.name)),
     };
     let id = generation.id();
@@ -606,7 +637,12 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
             Some(StreamItem::Done(c)) => break Some(c),
             Some(StreamItem::Failed(e)) => {
                 finished(pieces, 0.0);
-                return failure(&lua, format!("`{}`: {e}", m.name));
+                return match e {
+                    EngineError::Remote { reason, .. } => {
+                        failure(&lua, format!("`{}` (remote): {reason}", m.name))
+                    }
+                    e => failure(&lua, format!("`{}`: {e}", m.name)),
+                };
             }
             None => {
                 finished(pieces, 0.0);
@@ -642,6 +678,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
                         args: serde_json::from_str(&t.arguments).unwrap_or_default(),
                     })
                     .collect(),
+                remote: m.remote.as_ref().map(|r| r.spec().url.as_str()),
             }
         }
         None => {
@@ -653,6 +690,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
                 completion_tokens: pieces,
                 timings: None,
                 tool_calls: Vec::new(),
+                remote: m.remote.as_ref().map(|r| r.spec().url.as_str()),
             }
         }
     };
@@ -694,6 +732,10 @@ impl UserData for Instrument {
         fields.add_field_method_get("sampling", |_, i| {
             Ok(sampling::Sampling(i.0.sampling.clone()))
         });
+        // The server's URL of a remote instrument, nil for a local one.
+        fields.add_field_method_get("remote", |_, i| {
+            Ok(i.0.remote.as_ref().map(|r| r.spec().url.clone()))
+        });
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
@@ -704,6 +746,13 @@ impl UserData for Instrument {
                 if m.check_only {
                     return Ok((Value::Boolean(true), Value::Nil));
                 }
+                // A remote instrument is "loaded" when its server answers.
+                if let Some(r) = &m.remote {
+                    return match r.health().await {
+                        Ok(_) => Ok((Value::Boolean(true), Value::Nil)),
+                        Err(e) => failure(&lua, format!("`{}`: {e}", m.name)),
+                    };
+                }
                 match m.stage.acquire(&m.name).await {
                     Ok(_lease) => Ok((Value::Boolean(true), Value::Nil)),
                     Err(e) => failure(&lua, e),
@@ -713,7 +762,7 @@ impl UserData for Instrument {
 
         // Unload now: `true` if it was loaded, `false` if not, `nil, err` while it plays.
         methods.add_method("unload", |lua, this, ()| {
-            if this.0.check_only {
+            if this.0.check_only || this.0.remote.is_some() {
                 return Ok((Value::Boolean(false), Value::Nil));
             }
             match this.0.stage.evict(&this.0.name) {
@@ -732,6 +781,24 @@ impl UserData for Instrument {
                 t.set("model", m.reference.as_str())?;
                 t.set("path", m.path.display().to_string())?;
                 t.set("pinned", m.pinned)?;
+                if let Some(r) = &m.remote {
+                    t.set("remote", r.spec().url.as_str())?;
+                    t.set("loaded", false)?;
+                    t.set("footprint", 0)?;
+                    if !m.check_only {
+                        match r.health().await {
+                            Ok(models) => {
+                                t.set("reachable", true)?;
+                                t.set("served", lua.create_sequence_from(models)?)?;
+                            }
+                            Err(e) => {
+                                t.set("reachable", false)?;
+                                t.set("error", e.to_string())?;
+                            }
+                        }
+                    }
+                    return Ok(t);
+                }
                 let resident = !m.check_only && m.stage.is_resident(&m.name);
                 t.set("loaded", resident)?;
                 if resident && let Ok(lease) = m.stage.acquire(&m.name).await {
@@ -828,6 +895,7 @@ impl UserData for Instrument {
                     if m.check_only {
                         return Err(not_while_checking(&lua, &m, "tokenize"));
                     }
+                    m.local_only("tokenize").map_err(|e| misuse(&lua, e))?;
                     let text = string_of(&lua, "`tokenize` text", &text)?;
                     let bos = match &opts {
                         Some(o) => {
@@ -858,6 +926,7 @@ impl UserData for Instrument {
                 if m.check_only {
                     return Err(not_while_checking(&lua, &m, "detokenize"));
                 }
+                m.local_only("detokenize").map_err(|e| misuse(&lua, e))?;
                 let Value::Table(t) = &tokens else {
                     return Err(misuse(
                         &lua,
@@ -889,6 +958,7 @@ impl UserData for Instrument {
                 if m.check_only {
                     return Err(not_while_checking(&lua, &m, "embed"));
                 }
+                m.local_only("embed").map_err(|e| misuse(&lua, e))?;
                 match &input {
                     Value::String(s) => Ok((vec![s.to_str()?.to_string()], true)),
                     Value::Table(t) => {

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: orchestra against llama.cpp's own tools, same model, one run.
+
+    benches/peers/run.py [--model synthetic|qwen|PATH ...] [--quick]
+
+For each model it starts `orchestra serve` and `llama-server` (built by build.sh from
+the llama.cpp in llama-cpp-python's source distribution) with the same slots and
+context, and measures both with the same client code:
+  * prompt processing of a 512-token prompt and single-stream decode (HTTP, both);
+  * 1/4/8/16 concurrent streaming clients (`orchestra bench-serve --url`, both);
+  * a 10-turn agent conversation (2,000-token system prompt, ~200 tokens added per
+    turn): time to first token per turn, prompt caches on both sides;
+plus llama-bench pp512/tg128 for context. Writes BENCHMARKS.md (ratios first).
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOME = os.environ.get("ORCHESTRA_HOME", os.path.expanduser("~/.cache/orchestra"))
+ORCHESTRA = os.path.join(ROOT, "target", "release", "orchestra")
+SLOTS = 16
+CTX = 4096  # per slot on both sides (the agent conversation needs ~4k)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url, body, timeout=600):
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_health(url, proc, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            sys.exit(f"server exited early: {proc.args}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"server not healthy after {timeout}s: {proc.args}")
+
+
+def start_orchestra(model):
+    port = free_port()
+    score = os.path.join(HOME, "bench", "peers-score.lua")
+    os.makedirs(os.path.dirname(score), exist_ok=True)
+    with open(score, "w") as f:
+        f.write(
+            "-- written by benches/peers/run.py\n"
+            'local band = orchestra.band { memory = "16GiB" }\n'
+            f'band:add("bench", {{ model = {json.dumps(model)}, section = "analysis", context = {CTX}, slots = {SLOTS} }})\n'
+            "return { perform = function(req) return band.bench:chat(req) end }\n"
+        )
+    proc = subprocess.Popen(
+        [ORCHESTRA, "serve", score, "--port", str(port), "--max-in-flight", str(SLOTS), "--no-watch"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_health(base, proc)
+    return proc, base
+
+
+def start_llama_server(bindir, model):
+    port = free_port()
+    proc = subprocess.Popen(
+        [os.path.join(bindir, "llama-server"), "-m", model, "--port", str(port), "-np", str(SLOTS),
+         "-c", str(CTX * SLOTS), "-t", str(os.cpu_count()), "--no-webui"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_health(base, proc)
+    return proc, base
+
+
+def words(n):
+    base = "the quick brown fox jumps over the lazy dog while the band plays a slow blues in b flat".split()
+    return " ".join(base[i % len(base)] + str(i % 7) for i in range(n))
+
+
+def prompt_speed(base, model, ours):
+    """Prompt tok/s on a long prompt (max_tokens 1), best of 3; a fresh prompt each time."""
+    best = 0.0
+    for i in range(3):
+        r = post(base + "/v1/chat/completions", {
+            "model": model, "max_tokens": 1, "temperature": 0, "cache_prompt": False,
+            "messages": [{"role": "user", "content": f"{i} " + words(380)}]})
+        tps = r["orchestra"]["timings"]["prompt_tok_s"] if ours else r["timings"]["prompt_per_second"]
+        best = max(best, tps)
+    return best
+
+
+def concurrency(base, model, clients, tokens):
+    out = subprocess.run(
+        [ORCHESTRA, "bench-serve", "--url", base + "/v1", "--model", model,
+         "--clients", ",".join(map(str, clients)), "--tokens", str(tokens)],
+        capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].isdigit():
+            rows[int(cells[0])] = (float(cells[2]), float(cells[3]), float(cells[4]))
+    return rows
+
+
+def stream_ttft(base, model, messages):
+    body = {"model": model, "messages": messages, "max_tokens": 16, "temperature": 0, "stream": True}
+    req = urllib.request.Request(base + "/v1/chat/completions", json.dumps(body).encode(),
+                                 {"content-type": "application/json"})
+    t0 = time.time()
+    first, text = None, ""
+    with urllib.request.urlopen(req, timeout=600) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            d = json.loads(line[5:])
+            for c in d.get("choices", []):
+                piece = (c.get("delta") or {}).get("content") or ""
+                if piece and first is None:
+                    first = time.time() - t0
+                text += piece
+    return first or (time.time() - t0), text
+
+
+def agent_turns(base, model, turns):
+    messages = [{"role": "system", "content": "You are a coding agent. Tools and rules follow. " + words(1500)}]
+    out = []
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"turn {t}: " + words(150)})
+        ttft, text = stream_ttft(base, model, messages)
+        messages.append({"role": "assistant", "content": text})
+        out.append(ttft * 1000)
+    return out
+
+
+def llama_bench(bindir, model):
+    out = subprocess.run(
+        [os.path.join(bindir, "llama-bench"), "-m", model, "-p", "512", "-n", "128", "-t",
+         str(os.cpu_count()), "-o", "json"], capture_output=True, text=True, check=True).stdout
+    res = {}
+    for r in json.loads(out):
+        res["pp512" if r["n_prompt"] else "tg128"] = r["avg_ts"]
+    return res
+
+
+def model_path(name):
+    if name == "synthetic":
+        path = os.path.join(HOME, "bench", "bench-150m-q8_0.gguf")
+        if not os.path.exists(path):
+            subprocess.run([ORCHESTRA, "bench", "--streams", "1", "--tokens", "4", "--repeat", "1"],
+                           check=True, capture_output=True)
+        return path
+    if name == "qwen":
+        path = os.path.join(HOME, "test-models", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+        if not os.path.exists(path):
+            subprocess.run([os.path.join(ROOT, "scripts", "fetch-test-models")], check=True)
+        return path
+    return name
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", help="synthetic, qwen or a GGUF path (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="fewer clients, turns and tokens (CI)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    args = ap.parse_args()
+    models = args.model or ["synthetic", "qwen"]
+    clients = [1, 4] if args.quick else [1, 4, 8, 16]
+    tokens = 32 if args.quick else 128
+    turns = 3 if args.quick else 10
+    bindir = subprocess.run([os.path.join(ROOT, "benches", "peers", "build.sh")],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if not os.path.exists(ORCHESTRA):
+        subprocess.run(["cargo", "build", "--release", "--bin", "orchestra"], cwd=ROOT, check=True)
+    lines = ["# Benchmarks: orchestra vs llama.cpp's own tools", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}. "
+             f"Peers: llama-server/llama-bench from llama-cpp-python 0.3.36's llama.cpp (build.sh), "
+             f"same CPU flags. Slots {SLOTS}, {CTX} tokens per slot on both servers. "
+             f"Command: `benches/peers/run.py{' --quick' if args.quick else ''}`. "
+             "Ratios are orchestra / llama.cpp (higher is better for tok/s, lower for TTFT).", ""]
+    for name in models:
+        path = model_path(name)
+        print(f"== {name}: {path}", flush=True)
+        lb = llama_bench(bindir, path)
+        ours_proc, ours = start_orchestra(path)
+        peer_proc, peer = start_llama_server(bindir, path)
+        try:
+            pp = (prompt_speed(ours, "bench", True), prompt_speed(peer, "bench", False))
+            conc = (concurrency(ours, "bench", clients, tokens), concurrency(peer, "bench", clients, tokens))
+            agent = (agent_turns(ours, "bench", turns), agent_turns(peer, "bench", turns))
+        finally:
+            ours_proc.terminate()
+            peer_proc.terminate()
+        lines += [f"## {name} (`{os.path.basename(path)}`)", "",
+                  "| measure | orchestra | llama.cpp | ratio |", "|---|---|---|---|",
+                  f"| prompt tok/s (~500-token prompt, HTTP) | {pp[0]:.1f} | {pp[1]:.1f} | {pp[0] / pp[1]:.2f}x |"]
+        for n in clients:
+            o, p = conc[0][n], conc[1][n]
+            lines.append(f"| {n} streaming clients: aggregate tok/s | {o[0]:.1f} | {p[0]:.1f} | {o[0] / p[0]:.2f}x |")
+            lines.append(f"| {n} streaming clients: TTFT p50 / p99 ms | {o[1]:.0f} / {o[2]:.0f} | {p[1]:.0f} / {p[2]:.0f} | {o[1] / max(p[1], 1e-9):.2f}x |")
+        for t in range(turns):
+            a, b = agent[0][t], agent[1][t]
+            lines.append(f"| agent turn {t + 1}: TTFT ms | {a:.0f} | {b:.0f} | {a / max(b, 1e-9):.2f}x |")
+        lines += ["", f"llama-bench for context: pp512 {lb.get('pp512', 0):.1f} tok/s, tg128 {lb.get('tg128', 0):.1f} tok/s.", ""]
+        print("\n".join(lines[-(8 + 2 * len(clients) + turns):]), flush=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
