@@ -22,6 +22,8 @@
 //!   (shared by `play` and `serve`).
 //! - [`status`]: the picture of a running orchestra (`/api/status`, `orchestra status`)
 //!   and its spoken briefing.
+//! - [`voice`]: spoken commands ("who's soloing?") matched to intents, and their
+//!   one-sentence replies; `server` carries them out.
 //! - [`server`]: `orchestra serve` — the OpenAI-compatible HTTP API (axum); speaks HTTP
 //!   only, on the same library calls the CLI makes.
 //! - [`cli`]: the command implementations behind the thin `main.rs`.
@@ -39,3 +41,4 @@ pub mod stage;
 pub mod status;
 pub mod synth;
 pub mod trace;
+pub mod voice;

@@ -68,6 +68,12 @@ enum Command {
     /// Measure an OpenAI-compatible server with concurrent streaming clients (ours, or
     /// `--url` for another such as llama-server): tok/s, time to first token, HTTP cost.
     BenchServe(cli::serve_bench::ServeBenchArgs),
+    /// A bounded reliability run: concurrent clients against an in-process server on
+    /// loopback (streams, arrangements, disconnects, bad JSON, score edits, evictions),
+    /// checking answers, RSS and that nothing is left behind.
+    ///
+    /// Example: orchestra soak --minutes 1 --clients 16
+    Soak(cli::soak::SoakArgs),
     /// Download models from Hugging Face: every model a score names, or references.
     ///
     /// References: `hf:org/repo/path/file.gguf`, `hf:org/repo:Q4_K_M` (the file of that
@@ -83,6 +89,10 @@ enum Command {
     /// Connect OpenClaw: `openclaw setup` adds the orchestra as its model provider and
     /// installs the orchestra skill.
     Openclaw(cli::openclaw::OpenclawArgs),
+    /// Send one spoken command to a running server and print (`--say CMD`: speak) the reply.
+    ///
+    /// Example: orchestra voice "who's soloing?" --say 'espeak-ng --stdin'
+    Voice(cli::voice::VoiceArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,12 +110,14 @@ fn main() -> std::process::ExitCode {
         Command::Rehearse(a) => runtime().block_on(cli::rehearse::run(a)),
         Command::BenchServe(a) => runtime().block_on(cli::serve_bench::run(a)),
         Command::Serve(a) => runtime().block_on(cli::serve::run(a)),
+        Command::Soak(a) => runtime().block_on(cli::soak::run(a)),
         Command::Status(a) => runtime().block_on(cli::status::run(a)),
         Command::Listen(a) => runtime().block_on(cli::status::listen(a)),
         Command::Pull(a) => runtime().block_on(orchestra::hub::cli::run_pull(a)),
         Command::Models(a) => runtime().block_on(orchestra::hub::cli::run_models(a)),
         Command::Search(a) => runtime().block_on(orchestra::hub::cli::run_search(a)),
         Command::Openclaw(a) => runtime().block_on(cli::openclaw::run(a)),
+        Command::Voice(a) => runtime().block_on(cli::voice::run(a)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

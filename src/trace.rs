@@ -205,11 +205,17 @@ pub fn render_trace(trace: &Value) -> String {
         let to = s(&f, "to")
             .map(|t| format!(" → {}", stage_name(t)))
             .unwrap_or_else(|| " (nobody left)".into());
+        let when = match n(&f, "pieces") {
+            Some(p) if f.get("mid_stream").and_then(Value::as_bool) == Some(true) => {
+                format!(", mid-stream after {p:.0} pieces")
+            }
+            _ => String::new(),
+        };
         row(
             w,
             "fallback",
             format!(
-                "{}{to} ({}): {}",
+                "{}{to} ({}{when}): {}",
                 who(&f, "from"),
                 s(&f, "role").unwrap_or("?"),
                 one_line(s(&f, "error").unwrap_or(""), 80)
@@ -290,9 +296,12 @@ pub fn render_trace(trace: &Value) -> String {
             let swing = n(i, "swing")
                 .map(|x| format!("swing {x:.2}"))
                 .unwrap_or_else(|| "swing —   ".into());
+            let remote = s(i, "remote")
+                .map(|u| format!(" (remote, {u})"))
+                .unwrap_or_default();
             let _ = writeln!(
                 w,
-                "    {:<width$}  {tempo}  {swing}  {} in {}: {}",
+                "    {:<width$}  {tempo}  {swing}  {} in {}: {}{remote}",
                 who(i, "name"),
                 plural(
                     i.get("tokens").and_then(Value::as_u64).unwrap_or(0),

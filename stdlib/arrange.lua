@@ -299,10 +299,16 @@ local function play(req, m, role, prompt, gen, on_piece)
   return out, details, ms
 end
 
-local function note_fallback(req, role, from, to, err)
+-- `streamed`: pieces of text the failed player had already sent (a mid-stream failure).
+local function note_fallback(req, role, from, to, err, streamed)
   local entry = { role = role, from = from, to = to, error = trace.clip(tostring(err), 300) }
+  local data = { from = from, to = to, role = role }
+  if streamed and streamed > 0 then
+    entry.mid_stream, entry.pieces = true, streamed
+    data.mid_stream = true
+  end
   trace.push(trace.of(req), "fallbacks", entry)
-  trace.emit(req, "fallback", { from = from, to = to, role = role })
+  trace.emit(req, "fallback", data)
 end
 
 ---------------------------------------------------------------------------------------
@@ -369,15 +375,28 @@ function arrange.solo(band, who, req, opts)
   end
   local t = trace.of(req)
   local failures = {}
+  -- Pieces the current candidate streamed: a player that fails after some (a remote
+  -- server dropping mid-answer) leaves them with the listener, so the stand-in starts
+  -- on a fresh line and the trace says so.
+  local streamed = 0
+  local counted = on_piece and function(piece)
+    streamed = streamed + 1
+    return on_piece(piece)
+  end
   for i, m in ipairs(candidates) do
     if i == 1 then
       if opts.announce ~= false then
         trace.emit(req, "solo", { player = m.name, section = m.section })
       end
     else
-      note_fallback(req, role, candidates[i - 1].name, m.name, failures[#failures].error)
+      local failed = failures[#failures]
+      note_fallback(req, role, candidates[i - 1].name, m.name, failed.error, failed.pieces)
+      if failed.pieces and on_piece then
+        on_piece("\n\n")
+      end
     end
-    local out, details, ms = play(req, m, role, prompt, gen, on_piece)
+    streamed = 0
+    local out, details, ms = play(req, m, role, prompt, gen, counted)
     if out then
       local draft = {
         text = out,
@@ -404,7 +423,11 @@ function arrange.solo(band, who, req, opts)
       end
       return draft
     end
-    failures[#failures + 1] = { player = m.name, error = trace.clip(tostring(details), 300) }
+    failures[#failures + 1] = {
+      player = m.name,
+      error = trace.clip(tostring(details), 300),
+      pieces = streamed > 0 and streamed or nil,
+    }
   end
   if opts.record ~= false then
     t.solo = { section = section, failed = failures }

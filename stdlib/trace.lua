@@ -164,6 +164,7 @@ function trace.played(req, player, role, details, ms, started_ms)
     record.tokens = details.completion_tokens
     record.prompt_tokens = details.prompt_tokens
     record.finish = details.finish_reason
+    record.remote = details.remote
     local timings = details.timings
     if type(timings) == "table" then
       record.tempo = round(timings.decode_tok_s, 1)
@@ -182,6 +183,7 @@ end
 local function pooled(plays)
   local gaps, sum, sumsq = 0, 0, 0
   local tokens, calls, ms, roles, seen = 0, 0, 0, {}, {}
+  local out_remote
   for _, p in ipairs(plays) do
     calls = calls + 1
     tokens = tokens + (p.tokens or 0)
@@ -190,6 +192,7 @@ local function pooled(plays)
       seen[p.role] = true
       roles[#roles + 1] = p.role
     end
+    out_remote = out_remote or p.remote
     local n = (p.tokens or 0) - 1
     local mean, std = p.gap_mean_ms, p.gap_std_ms
     if n >= 1 and mean and mean > 0 then
@@ -200,7 +203,7 @@ local function pooled(plays)
       sumsq = sumsq + (n - 1) * std * std + n * mean * mean
     end
   end
-  local out = { calls = calls, tokens = tokens, ms = round(ms, 1), roles = roles }
+  local out = { calls = calls, tokens = tokens, ms = round(ms, 1), roles = roles, remote = out_remote }
   if gaps >= 1 then
     local mean = sum / gaps
     local var = gaps > 1 and math.max(0, (sumsq - gaps * mean * mean) / (gaps - 1)) or 0

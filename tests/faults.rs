@@ -676,9 +676,16 @@ return {{ perform = function(req) return "fine" end }}
         .await
         .unwrap_or_else(|_| panic!("the server says it is stopping: {said:?}"));
         // The stream is still playing after the server said it is stopping...
-        let next = stream.chunk().await.unwrap().expect("the stream is still open");
+        let next = stream
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream is still open");
         seen.push_str(&String::from_utf8_lossy(&next));
-        assert!(!seen.contains("finish_reason\":\"length"), "it ended too soon to tell");
+        assert!(
+            !seen.contains("finish_reason\":\"length"),
+            "it ended too soon to tell"
+        );
         // ...no new request is taken...
         let refused = http
             .post(format!("{url}/chat/completions"))

@@ -21,13 +21,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOME = os.environ.get("ORCHESTRA_HOME", os.path.expanduser("~/.cache/orchestra"))
 ORCHESTRA = os.path.join(ROOT, "target", "release", "orchestra")
 SLOTS = 16
-CTX = 4096  # per slot on both sides (the agent conversation needs ~4k)
+CTX = 6144  # per slot on both sides (the agent conversation grows to ~4.5k tokens)
 
 
 def free_port():
@@ -123,7 +124,11 @@ def stream_ttft(base, model, messages):
                                  {"content-type": "application/json"})
     t0 = time.time()
     first, text = None, ""
-    with urllib.request.urlopen(req, timeout=600) as r:
+    try:
+        r = urllib.request.urlopen(req, timeout=600)
+    except urllib.error.HTTPError as e:
+        sys.exit(f"{base} answered {e.code}: {e.read().decode()[:400]}")
+    with r:
         for raw in r:
             line = raw.decode().strip()
             if not line.startswith("data:") or line.endswith("[DONE]"):
@@ -137,11 +142,11 @@ def stream_ttft(base, model, messages):
     return first or (time.time() - t0), text
 
 
-def agent_turns(base, model, turns):
-    messages = [{"role": "system", "content": "You are a coding agent. Tools and rules follow. " + words(1500)}]
+def agent_turns(base, model, turns, system_words, turn_words):
+    messages = [{"role": "system", "content": "You are a coding agent. Tools and rules follow. " + words(system_words)}]
     out = []
     for t in range(turns):
-        messages.append({"role": "user", "content": f"turn {t}: " + words(150)})
+        messages.append({"role": "user", "content": f"turn {t}: " + words(turn_words)})
         ttft, text = stream_ttft(base, model, messages)
         messages.append({"role": "assistant", "content": text})
         out.append(ttft * 1000)
@@ -202,7 +207,11 @@ def main():
         try:
             pp = (prompt_speed(ours, "bench", True), prompt_speed(peer, "bench", False))
             conc = (concurrency(ours, "bench", clients, tokens), concurrency(peer, "bench", clients, tokens))
-            agent = (agent_turns(ours, "bench", turns), agent_turns(peer, "bench", turns))
+            # ~2,000-token system prompt and ~200 tokens a turn with a real tokenizer; the
+            # synthetic model's tokenizer spends ~3 tokens a word and llama-server caps a
+            # slot at its 2,048-token training context, so it gets a shorter conversation.
+            sizes = (200, 30) if name == "synthetic" else (1500, 150)
+            agent = (agent_turns(ours, "bench", turns, *sizes), agent_turns(peer, "bench", turns, *sizes))
         finally:
             ours_proc.terminate()
             peer_proc.terminate()

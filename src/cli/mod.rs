@@ -12,7 +12,9 @@ pub mod repl;
 pub mod score_bench;
 pub mod serve;
 pub mod serve_bench;
+pub mod soak;
 pub mod status;
+pub mod voice;
 
 use std::path::PathBuf;
 

@@ -149,12 +149,20 @@ pub(crate) struct PartialCall {
     pub arguments: String,
 }
 
+/// One streamed piece of a tool call: which call, and what of it arrived.
+#[derive(Debug, Default)]
+pub(crate) struct CallDelta {
+    pub index: usize,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: Option<String>,
+}
+
 /// What one streamed chunk says.
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
     pub text: Option<String>,
-    /// `(index, id, name, arguments piece)` of tool-call deltas.
-    pub calls: Vec<(usize, Option<String>, Option<String>, Option<String>)>,
+    pub calls: Vec<CallDelta>,
     pub finish: Option<FinishReason>,
     /// `(prompt, cached, completion)` tokens.
     pub usage: Option<(usize, usize, usize)>,
@@ -197,15 +205,16 @@ pub(crate) fn chunk(v: &Value) -> Chunk {
             for (i, call) in calls.iter().enumerate() {
                 let f = call.get("function");
                 let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-                c.calls.push((
-                    call.get("index")
+                c.calls.push(CallDelta {
+                    index: call
+                        .get("index")
                         .and_then(Value::as_u64)
                         .map(|n| n as usize)
                         .unwrap_or(i),
-                    s(call.get("id")),
-                    s(f.and_then(|f| f.get("name"))),
-                    s(f.and_then(|f| f.get("arguments"))),
-                ));
+                    id: s(call.get("id")),
+                    name: s(f.and_then(|f| f.get("name"))),
+                    arguments: s(f.and_then(|f| f.get("arguments"))),
+                });
             }
         }
         c.finish = choice
@@ -226,18 +235,18 @@ pub(crate) fn chunk(v: &Value) -> Chunk {
 
 /// Adds tool-call deltas to the calls assembled so far.
 pub(crate) fn merge_calls(calls: &mut Vec<PartialCall>, chunk: &Chunk) {
-    for (index, id, name, args) in &chunk.calls {
-        if calls.len() <= *index {
-            calls.resize(index + 1, PartialCall::default());
+    for d in &chunk.calls {
+        if calls.len() <= d.index {
+            calls.resize(d.index + 1, PartialCall::default());
         }
-        let call = &mut calls[*index];
-        if let Some(id) = id {
+        let call = &mut calls[d.index];
+        if let Some(id) = &d.id {
             call.id.clone_from(id);
         }
-        if let Some(name) = name {
+        if let Some(name) = &d.name {
             call.name.push_str(name);
         }
-        if let Some(args) = args {
+        if let Some(args) = &d.arguments {
             call.arguments.push_str(args);
         }
     }

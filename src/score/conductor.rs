@@ -244,6 +244,71 @@ enum Command {
         name: String,
         reply: oneshot::Sender<Option<InstrumentHandle>>,
     },
+    SetLead {
+        section: String,
+        instrument: String,
+        reply: oneshot::Sender<Result<String, LeadError>>,
+    },
+}
+
+/// Why [`Conductor::set_lead`] changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LeadError {
+    #[error("the score has no instrument `{name}`: its instruments are {known}")]
+    NoInstrument { name: String, known: String },
+    #[error(
+        "`{instrument}` plays in the `{plays}` section, not `{section}`: pick an instrument of `{section}`, or move it there in the score"
+    )]
+    OtherSection {
+        instrument: String,
+        plays: String,
+        section: String,
+    },
+    #[error("the conductor thread has stopped")]
+    Stopped,
+}
+
+/// Moves `instrument` to the front of its section in its band (where `band:lead`,
+/// `band:section` and the stdlib's arrangements look first); the previous lead.
+fn set_lead(
+    bands: &[(super::api::band::Band, mlua::AnyUserData)],
+    section: &str,
+    instrument: &str,
+) -> Result<String, LeadError> {
+    for (b, _) in bands {
+        let mut st = b.state.lock().unwrap();
+        let Some(pos) = st.members.iter().position(|(m, _)| m.name == instrument) else {
+            continue;
+        };
+        let plays = st.members[pos].0.section.clone();
+        if plays != section {
+            return Err(LeadError::OtherSection {
+                instrument: instrument.into(),
+                plays,
+                section: section.into(),
+            });
+        }
+        let first = st
+            .members
+            .iter()
+            .position(|(m, _)| m.section == section && !m.options.embeddings)
+            .unwrap_or(pos);
+        let before = st.members[first].0.name.clone();
+        if first < pos {
+            let moved = st.members.remove(pos);
+            st.members.insert(first, moved);
+        }
+        return Ok(before);
+    }
+    let known: Vec<String> = bands
+        .iter()
+        .flat_map(|(b, _)| b.members())
+        .map(|m| format!("`{}`", m.name))
+        .collect();
+    Err(LeadError::NoInstrument {
+        name: instrument.into(),
+        known: known.join(", "),
+    })
 }
 
 struct Shared {
@@ -503,6 +568,19 @@ impl Conductor {
         self.ask(|reply| Command::Info { reply }).await
     }
 
+    /// Makes `instrument` the lead of `section` (the first instrument `band:lead` and
+    /// the arrangements pick) until the score reloads; returns the previous lead.
+    pub async fn set_lead(&self, section: &str, instrument: &str) -> Result<String, LeadError> {
+        let (section, instrument) = (section.to_string(), instrument.to_string());
+        self.ask(|reply| Command::SetLead {
+            section,
+            instrument,
+            reply,
+        })
+        .await
+        .map_err(|_| LeadError::Stopped)?
+    }
+
     /// The instrument `name` of the current version, to play it directly.
     pub async fn instrument(&self, name: &str) -> Result<Option<InstrumentHandle>, ScoreError> {
         let name = name.to_string();
@@ -746,6 +824,15 @@ fn handle(state: &Rc<State>, cmd: Command) {
                     remote: m.remote.clone(),
                 });
             let _ = reply.send(handle);
+        }
+        Command::SetLead {
+            section,
+            instrument,
+            reply,
+        } => {
+            let vm = state.current.borrow().clone();
+            let bands = vm.ctx.bands.lock().unwrap();
+            let _ = reply.send(set_lead(&bands, &section, &instrument));
         }
     }
 }

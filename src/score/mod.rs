@@ -53,7 +53,7 @@ mod watch;
 pub use api::band::STANDARD_SECTIONS;
 pub use check::{BandReport, CheckReport, InstrumentReport, check, check_blocking};
 pub use conductor::{
-    ArrangementRecord, Conductor, InstrumentError, InstrumentHandle, InstrumentInfo,
+    ArrangementRecord, Conductor, InstrumentError, InstrumentHandle, InstrumentInfo, LeadError,
     RECENT_ARRANGEMENTS, ReloadEvent, ScoreInfo, error_location,
 };
 pub use console::{ConsoleOut, history_path, run_terminal};

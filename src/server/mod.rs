@@ -27,6 +27,7 @@ mod play;
 mod stage;
 mod status;
 mod streaming;
+mod voice;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -87,6 +88,9 @@ pub struct Inner {
     /// Requests answered since the start (counted where they end, `observe`).
     done: DoneCounters,
     api_key: Option<String>,
+    /// Bumped to stop every request playing now (`POST /api/voice` "stop"); each
+    /// playing task watches it.
+    stop: tokio::sync::watch::Sender<u64>,
     /// `ServeConfig::max_messages`.
     max_messages: usize,
 }
@@ -120,6 +124,7 @@ impl AppState {
                 limits: (config.max_in_flight.max(1), config.max_queue),
                 done: DoneCounters::default(),
                 api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+                stop: tokio::sync::watch::Sender::new(0),
                 max_messages: config.max_messages.max(1),
             }),
         }
@@ -157,6 +162,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> Router {
         .route("/api/status", get(status::status))
         .route("/api/events", get(events::events))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/voice", post(voice::voice))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .merge(api)

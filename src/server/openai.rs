@@ -250,13 +250,22 @@ pub fn tools(
                     "tools of type `{kind}` are not supported: use `function`"
                 )));
             }
+            let parameters = t
+                .function
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            // A schema the grammar cannot be built from fails here as the client's
+            // error, not later inside an arrangement as the server's.
+            if !parameters.is_object() || crate::engine::json_schema_grammar(&parameters).is_err() {
+                return Err(ApiError::bad_request(format!(
+                    "`parameters` of tool `{}` is not a JSON schema this server can follow: send an object such as {{\"type\": \"object\", \"properties\": {{...}}}}",
+                    t.function.name
+                )));
+            }
             Ok(Tool {
                 name: t.function.name,
                 description: t.function.description,
-                parameters: t
-                    .function
-                    .parameters
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                parameters,
             })
         })
         .collect::<Result<_, _>>()?;

@@ -148,6 +148,7 @@ pub fn start(state: &AppState, job: Job, permit: Permit) -> mpsc::Receiver<Piece
     let (tx, rx) = mpsc::channel(256);
     let state = state.clone();
     let (mut observed, scope) = Observed::begin(&state, &job.model, job.knobs.stream);
+    let mut stop = state.stop.subscribe();
     tokio::spawn(scope.run(async move {
         let _permit = permit;
         let run = async {
@@ -168,6 +169,12 @@ pub fn start(state: &AppState, job: Job, permit: Permit) -> mpsc::Receiver<Piece
             // The client went away: dropping `run` cancels the generation.
             _ = tx.closed() => {
                 tracing::info!("client disconnected: request cancelled");
+            }
+            // Stopped by a voice command: dropping `run` cancels the generation.
+            _ = stop.changed() => {
+                let e = ApiError::unavailable("stopped by a voice command (`stop`)", 1);
+                observed.finish(&Err(e.clone()));
+                let _ = tx.send(Piece::Failed(e)).await;
             }
         }
     }));

@@ -94,7 +94,7 @@ function Sampling:with(changes) end
 function Sampling:table() end
 
 ---@class InstrumentSpec
----@field model string A GGUF path (relative to the score) or "hf:ORG/REPO/FILE.gguf".
+---@field model string A GGUF path (relative to the score) or "hf:ORG/REPO/FILE.gguf"; with `url`, the model id the server serves.
 ---@field section string
 ---@field context? integer Tokens per request.
 ---@field slots? integer Requests decoded together.
@@ -107,6 +107,11 @@ function Sampling:table() end
 ---@field system? string Default system prompt.
 ---@field pinned? boolean Never evicted.
 ---@field template? string Chat template instead of the GGUF's: Jinja text, `"file:x.jinja"` or a file path (relative to the score).
+---@field url? string A remote instrument: the API base of an OpenAI-compatible server, "http://host:8080/v1".
+---@field api_key_env? string Remote: the environment variable holding its API key (sent as a Bearer token).
+---@field timeout? string|number Remote: longest wait for the answer to start and between pieces (default "60s").
+---@field connect_timeout? string|number Remote: time to open the connection (default "5s").
+---@field retries? integer Remote: attempts after the first, before any text arrived (default 2; backoff 250 ms, doubling).
 
 ---@class Band
 ---@field stage Stage
@@ -193,6 +198,7 @@ function Band:info() end
 ---@field model string The reference as written.
 ---@field path string
 ---@field sampling Sampling Its default sampling.
+---@field remote string|nil The server's URL of a remote instrument.
 local Model = {}
 ---@return boolean|nil ok, string? err
 function Model:load() end
