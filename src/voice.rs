@@ -135,11 +135,8 @@ fn jam_prompt(text: &str) -> String {
     let mut rest = text[at + 3..].trim_start_matches(|c: char| c.is_alphanumeric());
     loop {
         let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ':' || c == ',');
-        let next = trimmed
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let token = trimmed.split_whitespace().next().unwrap_or("");
+        let word = token.trim_end_matches([':', ',']).to_ascii_lowercase();
         if [
             "session",
             "on",
@@ -149,9 +146,9 @@ fn jam_prompt(text: &str) -> String {
             "around",
             "regarding",
         ]
-        .contains(&next.as_str())
+        .contains(&word.as_str())
         {
-            rest = &trimmed[next.len()..];
+            rest = &trimmed[token.len()..];
         } else {
             rest = trimmed;
             break;

@@ -129,6 +129,21 @@ pub fn orchestra_home() -> PathBuf {
         .join("orchestra")
 }
 
+/// Caps glibc's malloc arenas at 2 (unless `MALLOC_ARENA_MAX` says otherwise) for
+/// long-running commands. Every model load starts worker threads, and glibc gives
+/// threads arenas of their own (up to 8 per core) whose freed memory it keeps: a
+/// server that loads and evicts models all day grew by about 8 MiB a minute in
+/// `orchestra soak`, and stayed flat with the cap.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes the allocator's tuning; it is thread-safe.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// Set up `tracing` from `RUST_LOG`; quiet by default (warnings only, llama.cpp's own
 /// chatter off unless asked for).
 pub fn init_logging(verbose: bool) {

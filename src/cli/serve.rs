@@ -76,6 +76,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    super::limit_malloc_arenas();
     check_bind(args.host, args.api_key.as_deref()).map_err(anyhow::Error::msg)?;
     let refs = super::play::hub_models_to_fetch(&args.score, &args.limits.models)?;
     if !refs.is_empty() {

@@ -38,6 +38,10 @@ pub struct SoakArgs {
     /// Seed of the clients' choices (the same seed makes the same mix).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How many of the five instruments the memory budget fits at once (5: no
+    /// evictions).
+    #[arg(long, default_value_t = 2)]
+    pub fits: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -151,12 +155,14 @@ fn count_panics() {
 }
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
+    super::limit_malloc_arenas();
     let dir = soak_dir();
     let seconds = (args.minutes * 60.0).max(5.0);
     let report = soak(
         &dir,
         Duration::from_secs_f64(seconds),
         args.clients.max(1),
+        args.fits,
         args.seed,
     )
     .await?;
@@ -333,11 +339,13 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Runs the soak in `dir` for `length` with `clients` concurrent clients.
+/// Runs the soak in `dir` for `length` with `clients` concurrent clients, under a
+/// budget that fits the `fits` largest instruments and half the next.
 pub async fn soak(
     dir: &Path,
     length: Duration,
     clients: usize,
+    fits: usize,
     seed: u64,
 ) -> anyhow::Result<SoakReport> {
     count_panics();
@@ -355,7 +363,7 @@ pub async fn soak(
             .with_rehearsal_dir(dir.join("band"))
             .with_printer(Arc::new(|_: &str| {}))
     };
-    // The budget fits the two largest instruments: every third model evicts one.
+    // By default the budget fits the two largest instruments: a third evicts one.
     std::fs::write(&score, score_text(64 << 30, &drone, 0, false))?;
     let sizing = Conductor::start(ScoreSource::file(&score), options())
         .await
@@ -368,11 +376,10 @@ pub async fn soak(
         .collect();
     drop(sizing);
     estimates.sort_unstable_by(|a, b| b.cmp(a));
-    anyhow::ensure!(
-        estimates.len() >= 3,
-        "the soak band has too few instruments"
-    );
-    let budget = estimates[0] + estimates[1] + estimates[2] / 2;
+    anyhow::ensure!(!estimates.is_empty(), "the soak band has no instruments");
+    let fits = fits.clamp(1, estimates.len());
+    let budget = estimates[..fits].iter().sum::<u64>()
+        + estimates.get(fits).map_or(estimates[0], |next| next / 2);
     std::fs::write(&score, score_text(budget, &drone, 0, false))?;
 
     let conductor = Conductor::start(ScoreSource::file(&score), options())

@@ -90,7 +90,7 @@ pub async fn check(source: ScoreSource, options: ScoreOptions) -> Result<CheckRe
             }
             Err(e) => {
                 notes.push(format!(
-                    "remote `{name}` is unreachable: {e}; the score is valid, and `{section}` falls back to its next instrument until it answers"
+                    "remote `{name}` is unreachable, so `{section}` falls back to its next instrument until it answers (the score is valid): {e}"
                 ));
                 reachable.insert(name.clone(), false);
             }

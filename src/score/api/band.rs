@@ -595,7 +595,9 @@ fn remote_model(
                     let note = format!(
                         "`{name}`: `api_key_env` names `{var}`, which is not set: requests go without a key (export {var}=...)"
                     );
-                    tracing::warn!("{note}");
+                    if !c.options.check_only {
+                        tracing::warn!("{note}");
+                    }
                     c.warn(note);
                 }
             }
