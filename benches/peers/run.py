@@ -210,7 +210,7 @@ def main():
             # ~2,000-token system prompt and ~200 tokens a turn with a real tokenizer; the
             # synthetic model's tokenizer spends ~3 tokens a word and llama-server caps a
             # slot at its 2,048-token training context, so it gets a shorter conversation.
-            sizes = (200, 30) if name == "synthetic" else (1500, 150)
+            sizes = (60, 10) if name == "synthetic" else (1500, 150)
             agent = (agent_turns(ours, "bench", turns, *sizes), agent_turns(peer, "bench", turns, *sizes))
         finally:
             ours_proc.terminate()
