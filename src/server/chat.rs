@@ -139,11 +139,7 @@ pub async fn chat_completions(
         "chat request admitted"
     );
     let stream = req.knobs.stream;
-    let include_usage = req
-        .knobs
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
+    let include_usage = req.knobs.include_usage();
     let job = Job {
         target,
         model: req.model.clone(),
@@ -284,11 +280,7 @@ pub async fn completions(
     let target = play::resolve(&state, &req.model).await?;
     let permit = state.admission.admit().await?;
     let stream = req.knobs.stream;
-    let include_usage = req
-        .knobs
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
+    let include_usage = req.knobs.include_usage();
     let job = Job {
         target,
         model: req.model.clone(),
