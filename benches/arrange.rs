@@ -13,7 +13,7 @@
 //! cargo bench --bench arrange
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +21,6 @@ use orchestra::score::{Conductor, Request, ScoreOptions, ScoreSource};
 
 const TOKENS: u32 = 64;
 const REPEAT: usize = 3;
-
-fn workdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("orchestra-bench-arrange-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn lua_path(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
@@ -140,7 +134,7 @@ fn engine_reference(model: &Path) -> (f64, f64) {
     (seq, con)
 }
 
-const RULES: &str = r#"route.rules {
+const RULES: &str = r#"local router = route.rules {
   { name = "code words", section = "code", when = route.keywords {
     "function", "compile", "stack trace", "bug", "regex", "python", "rust", "javascript", "sql" } },
   { name = "a code block", section = "code", when = route.pattern("```", "%f[%w]def%s+[%w_]+%(", "%f[%w]fn%s+[%w_]+%(") },
@@ -168,12 +162,12 @@ return {{ perform = function(req)
   local requests = orchestra.json.decode(req.prompt)
   local n, us = 0, {{}}
   for _ = 1, 500 do
-    for _, r in ipairs(requests) do route.explain(r) end
+    for _, r in ipairs(requests) do router:explain(r) end
   end
   local t0 = orchestra.clock()
   for _ = 1, 2000 do
     for _, r in ipairs(requests) do
-      local d = route.explain(r)
+      local d = router:explain(r)
       n = n + 1
       us[#us + 1] = d.us
     end
@@ -256,7 +250,12 @@ fn run() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = workdir();
+    // Removed at the end, with the models written into it.
+    let scratch = tempfile::Builder::new()
+        .prefix("orchestra-bench-arrange-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path();
     let bench = orchestra::cli::bench::bench_model().expect("the benchmark model is written");
     // A smaller model, where a decode step is cheap and batching pays off more.
     let small = dir.join("bench-40m-q8_0.gguf");
@@ -290,7 +289,7 @@ fn run() {
             "band:add(\"monk\", {{ model = {}, section = \"analysis\", context = 512, slots = 4, sampling = {{ temperature = 0 }} }})",
             lua_path(&bench)
         );
-        let (s, c) = comp_vs_sequential(&dir, "shared", &shared, "{ band.monk, band.monk, band.monk }").await;
+        let (s, c) = comp_vs_sequential(dir, "shared", &shared, "{ band.monk, band.monk, band.monk }").await;
         println!(
             "  sharing one ~160M model (batched)     {:>10.0} ms   {:>7.0} ms   {:>6.2}x",
             s, c, s / c
@@ -307,7 +306,7 @@ fn run() {
             "band:add(\"monk\", {{ model = {}, section = \"analysis\", context = 512, slots = 4, sampling = {{ temperature = 0 }} }})",
             lua_path(&small)
         );
-        let (s, c) = comp_vs_sequential(&dir, "small", &small_member, "{ band.monk, band.monk, band.monk }").await;
+        let (s, c) = comp_vs_sequential(dir, "small", &small_member, "{ band.monk, band.monk, band.monk }").await;
         println!(
             "  sharing one ~40M model (batched)      {:>10.0} ms   {:>7.0} ms   {:>6.2}x",
             s, c, s / c
@@ -321,7 +320,7 @@ fn run() {
                 )
             })
             .collect::<String>();
-        let (s, c) = comp_vs_sequential(&dir, "three", &three, "{ band.monk, band.ella, band.bird }").await;
+        let (s, c) = comp_vs_sequential(dir, "three", &three, "{ band.monk, band.ella, band.bird }").await;
         println!(
             "  three ~160M instruments of their own  {:>10.0} ms   {:>7.0} ms   {:>6.2}x",
             s, c, s / c
@@ -335,32 +334,32 @@ fn run() {
                 )
             })
             .collect::<String>();
-        let (s, c) = comp_vs_sequential(&dir, "three_single", &solo_threads, "{ band.monk, band.ella, band.bird }").await;
+        let (s, c) = comp_vs_sequential(dir, "three_single", &solo_threads, "{ band.monk, band.ella, band.bird }").await;
         println!(
             "  three ~160M instruments, 1 thread each {:>9.0} ms   {:>7.0} ms   {:>6.2}x",
             s, c, s / c
         );
         println!();
         println!("routing decision latency");
-        let (mean, median) = rule_latency(&dir).await;
+        let (mean, median) = rule_latency(dir).await;
         println!(
             "  rules (keywords, patterns, predicate)  mean {mean:.1} µs, median {median:.1} µs ({} requests)",
             REQUESTS.len()
         );
-        let ms = classifier_latency(&dir, "classifier_tiny", &tiny).await;
+        let ms = classifier_latency(dir, "classifier_tiny", &tiny).await;
         println!("  classifier, tiny random model (~170K)  mean {ms:.2} ms");
-        let ms = classifier_latency(&dir, "classifier_bench", &bench).await;
+        let ms = classifier_latency(dir, "classifier_bench", &bench).await;
         println!("  classifier, benchmark model (~160M)    mean {ms:.2} ms");
         let minilm = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../shared/models/all-minilm-l6-v2-f16.gguf");
         if minilm.is_file() {
-            let ms = semantic_latency(&dir, &minilm).await;
+            let ms = semantic_latency(dir, &minilm).await;
             println!("  semantic, all-MiniLM-L6-v2 f16        mean {ms:.2} ms");
         } else {
             println!("  semantic: skipped (../shared/models/all-minilm-l6-v2-f16.gguf is not here)");
         }
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn main() {

@@ -41,10 +41,13 @@ return {
   name = "code_review",
   band = band,
 
+  -- The standard arrangement without routing: always the code section, Monk comps
+  -- with pitfalls, Mingus reviews every take.
   perform = function(req)
-    local notes = arrange.comp({ band.monk }, req, { max_tokens = 128, prompt = PITFALLS })
-    local draft = assert(arrange.solo(band, "code", req, { notes = notes }))
-    draft = arrange.review(draft, band.mingus, { rounds = 3 })
-    return arrange.answer(req, draft)
+    return arrange.perform(band, req, {
+      section = "code",
+      comp = { players = { band.monk }, max_tokens = 128, prompt = PITFALLS },
+      review = { reviewer = band.mingus, rounds = 3 },
+    })
   end,
 }

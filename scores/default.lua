@@ -142,19 +142,16 @@ return {
   router = router,
   examples = examples,
 
+  -- The standard arrangement (`arrange.perform`): the router picks the section; the
+  -- leads of the other sections comp, a few notes each, all at once; the section's lead
+  -- answers with the notes in front of it (if it cannot play, the next instrument of its
+  -- section steps in); Mingus (or, for his own solos, someone else) reviews, up to two
+  -- revisions, and the last one is reviewed too.
   perform = function(req)
-    local section = router:pick(req)
-    local soloist = arrange.lead(band, section)
-
-    -- The leads of the other sections comp: a few notes each, all at once.
-    local notes = arrange.comp(arrange.leads(band, { except = { section, "review" } }), req, { max_tokens = 96 })
-
-    -- The soloist answers with the notes in front of it; if it cannot play, the next
-    -- instrument of its section steps in.
-    local draft = assert(arrange.solo(band, section, req, { notes = notes }))
-
-    -- Mingus (or, for his own solos, someone else) reviews; up to two revisions.
-    draft = arrange.review(draft, band:reviewer({ ["not"] = soloist }), { rounds = 2 })
-    return arrange.answer(req, draft)
+    return arrange.perform(band, req, {
+      router = router,
+      comp = { max_tokens = 96 },
+      review = { rounds = 2 },
+    })
   end,
 }

@@ -45,11 +45,10 @@ return {
   end,
 
   perform = function(req)
-    local section = router:pick(req)
-    local soloist = arrange.lead(band, section)
-    local notes = arrange.comp(arrange.leads(band, { except = { section, "review" } }), req, { max_tokens = 48 })
-    local draft = assert(arrange.solo(band, section, req, { notes = notes }))
-    draft = arrange.review(draft, band:reviewer { ["not"] = soloist }, { rounds = 1 })
-    return arrange.answer(req, draft)
+    return arrange.perform(band, req, {
+      router = router,
+      comp = { max_tokens = 48 },
+      review = { rounds = 1 },
+    })
   end,
 }

@@ -3,8 +3,10 @@
 //! Several local LLMs playing together as an ensemble.
 //!
 //! # Layout
+//! - [`gguf`]: reads GGUF headers (`inspect`, the stage, the hub) and validates a file
+//!   before llama.cpp sees it.
 //! - [`synth`]: writes GGUF files — synthetic llama models for tests, rehearsals and
-//!   benchmarks — and reads GGUF headers for `inspect`.
+//!   benchmarks.
 //! - [`engine`]: llama.cpp. Model loading, one worker thread per loaded model running
 //!   continuous batching, sampling, streaming, cancellation. The only module that
 //!   imports `llama_cpp_2`.
@@ -26,11 +28,15 @@
 //!   one-sentence replies; `server` carries them out.
 //! - [`server`]: `orchestra serve` — the OpenAI-compatible HTTP API (axum); speaks HTTP
 //!   only, on the same library calls the CLI makes.
-//! - [`cli`]: the command implementations behind the thin `main.rs`.
+//! - [`home`]: `$ORCHESTRA_HOME`, where orchestra keeps the files it writes itself.
+//! - [`cli`]: the command implementations behind the thin `main.rs` (no other module
+//!   imports it).
 
 pub mod cli;
 pub mod engine;
 pub mod events;
+pub mod gguf;
+pub mod home;
 pub mod hub;
 pub mod metrics;
 pub mod narrate;

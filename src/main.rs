@@ -81,11 +81,16 @@ enum Command {
     /// cache (HF_HOME, HF_HUB_CACHE), shared with Python's huggingface_hub; interrupted
     /// downloads resume. HF_TOKEN for gated repos, HF_ENDPOINT for mirrors,
     /// HF_HUB_OFFLINE=1 to use the cache only.
-    Pull(orchestra::hub::cli::PullArgs),
+    Pull(cli::hub::PullArgs),
     /// List the GGUF models in the cache (and folders) or remove one (`models rm REF`).
-    Models(orchestra::hub::cli::ModelsArgs),
+    Models(cli::hub::ModelsArgs),
     /// Search the Hugging Face Hub for GGUF repositories.
-    Search(orchestra::hub::cli::SearchArgs),
+    Search(cli::hub::SearchArgs),
+    /// List (default) or clear the prefix snapshots: the saved KV state of long prompt
+    /// prefixes that new sessions, reloaded models and restarts reuse.
+    ///
+    /// Example: orchestra cache list
+    Cache(cli::cache::CacheArgs),
     /// Connect OpenClaw: `openclaw setup` adds the orchestra as its model provider and
     /// installs the orchestra skill.
     Openclaw(cli::openclaw::OpenclawArgs),
@@ -93,6 +98,10 @@ enum Command {
     ///
     /// Example: orchestra voice "who's soloing?" --say 'espeak-ng --stdin'
     Voice(cli::voice::VoiceArgs),
+    /// Internal: test-load a GGUF file in this short-lived process (the engine runs it
+    /// before loading a file it has not seen, so a crash in llama.cpp ends only this).
+    #[command(name = "__probe-model", hide = true)]
+    ProbeModel(cli::probe::ProbeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -113,11 +122,13 @@ fn main() -> std::process::ExitCode {
         Command::Soak(a) => runtime().block_on(cli::soak::run(a)),
         Command::Status(a) => runtime().block_on(cli::status::run(a)),
         Command::Listen(a) => runtime().block_on(cli::status::listen(a)),
-        Command::Pull(a) => runtime().block_on(orchestra::hub::cli::run_pull(a)),
-        Command::Models(a) => runtime().block_on(orchestra::hub::cli::run_models(a)),
-        Command::Search(a) => runtime().block_on(orchestra::hub::cli::run_search(a)),
+        Command::Pull(a) => runtime().block_on(cli::hub::run_pull(a)),
+        Command::Models(a) => runtime().block_on(cli::hub::run_models(a)),
+        Command::Search(a) => runtime().block_on(cli::hub::run_search(a)),
+        Command::Cache(a) => cli::cache::run(a),
         Command::Openclaw(a) => runtime().block_on(cli::openclaw::run(a)),
         Command::Voice(a) => runtime().block_on(cli::voice::run(a)),
+        Command::ProbeModel(a) => cli::probe::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

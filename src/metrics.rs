@@ -28,6 +28,7 @@ struct Inner {
     requests: Family<Labels3, Counter>,
     refused: Counter,
     prompt_tokens: Family<Labels1, Counter>,
+    prompt_sources: Family<Labels2, Counter>,
     completion_tokens: Family<Labels1, Counter>,
     generations: Family<Labels2, Counter>,
     ttft: Histograms,
@@ -81,6 +82,12 @@ impl Metrics {
             "prompt_tokens",
             "Prompt tokens of finished generations, by instrument",
             prompt_tokens.clone(),
+        );
+        let prompt_sources = Family::<Labels2, Counter>::default();
+        r.register(
+            "prompt_tokens_by_source",
+            "Prompt tokens of finished generations by instrument and where they came from: slot (the slot's prompt cache), ram or disk (a prefix snapshot), computed (prefilled)",
+            prompt_sources.clone(),
         );
         let completion_tokens = Family::<Labels1, Counter>::default();
         r.register(
@@ -156,6 +163,7 @@ impl Metrics {
                 requests,
                 refused,
                 prompt_tokens,
+                prompt_sources,
                 completion_tokens,
                 generations,
                 ttft,
@@ -218,10 +226,37 @@ impl Metrics {
             .inc();
     }
 
+    /// Where a finished generation's prompt tokens came from.
+    pub fn prompt_sources(&self, instrument: &str, sources: &crate::engine::PromptSources) {
+        for (source, n) in [
+            ("slot", sources.slot),
+            ("ram", sources.ram),
+            ("disk", sources.disk),
+            ("computed", sources.computed),
+        ] {
+            self.inner
+                .prompt_sources
+                .get_or_create(&[
+                    ("instrument", instrument.to_owned()),
+                    ("source", source.to_owned()),
+                ])
+                .inc_by(n as u64);
+        }
+    }
+
     pub fn model_loaded(&self, instrument: &str, bytes: u64) {
         let who = [("instrument", instrument.to_owned())];
         self.inner.loads.get_or_create(&who).inc();
         self.inner.resident.get_or_create(&who).set(bytes as i64);
+    }
+
+    /// An instrument's resident bytes now (shared weights counted with one of the
+    /// instruments sharing them).
+    pub fn set_resident(&self, instrument: &str, bytes: u64) {
+        self.inner
+            .resident
+            .get_or_create(&[("instrument", instrument.to_owned())])
+            .set(bytes as i64);
     }
 
     pub fn model_load_failed(&self, instrument: &str) {
@@ -278,12 +313,22 @@ mod tests {
         let m = Metrics::new();
         m.request_finished("orchestra", "code", "ok", 0.25);
         m.generation("coltrane", "finished", 10, 7);
+        m.prompt_sources(
+            "coltrane",
+            &crate::engine::PromptSources {
+                disk: 8,
+                computed: 2,
+                ..Default::default()
+            },
+        );
         m.model_loaded("coltrane", 1024);
         m.reload(false);
         let text = m.encode();
         for line in [
             r#"orchestra_requests_total{model="orchestra",section="code",outcome="ok"} 1"#,
             r#"orchestra_completion_tokens_total{instrument="coltrane"} 7"#,
+            r#"orchestra_prompt_tokens_by_source_total{instrument="coltrane",source="disk"} 8"#,
+            r#"orchestra_prompt_tokens_by_source_total{instrument="coltrane",source="computed"} 2"#,
             r#"orchestra_resident_bytes{instrument="coltrane"} 1024"#,
             r#"orchestra_score_reloads_total{outcome="rejected"} 1"#,
             "# TYPE orchestra_request_duration_seconds histogram",

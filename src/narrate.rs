@@ -83,6 +83,9 @@ fn custom_line(name: &str, d: &Value) -> Option<String> {
             let verb = if players.len() == 1 { "is" } else { "are" };
             format!("{} {verb} comping.", list(&players))
         }
+        "review" if d.get("retry").and_then(Value::as_bool) == Some(true) => {
+            format!("{} is asked again for a verdict.", s(d, "reviewer"))
+        }
         "review" => format!(
             "{} is reviewing {} solo.",
             s(d, "reviewer"),
@@ -92,6 +95,9 @@ fn custom_line(name: &str, d: &Value) -> Option<String> {
             let who = s(d, "reviewer");
             match d.get("verdict").and_then(Value::as_str) {
                 Some("approve") => format!("{who} approves."),
+                Some("unreadable") => {
+                    format!("{who} gives no readable verdict; it goes out unreviewed.")
+                }
                 _ => format!("{who} wants another take."),
             }
         }
@@ -207,9 +213,8 @@ mod tests {
 
     #[test]
     fn a_speaker_pipes_lines_to_the_command() {
-        let dir = std::env::temp_dir().join(format!("orchestra-say-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("spoken.txt");
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("spoken.txt");
         let stdin = Speaker::new(format!("cat >> {}", out.display()));
         stdin.say("Monk is comping.").unwrap();
         let arg = Speaker::new(format!("echo {{}} >> {}", out.display()));
@@ -217,6 +222,5 @@ mod tests {
         let spoken = std::fs::read_to_string(&out).unwrap();
         assert_eq!(spoken, "Monk is comping.\nIt's Ella's turn.\n");
         assert!(Speaker::new("exit 3").say("x").is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -241,7 +241,9 @@ pub fn render_trace(trace: &Value) -> String {
             let _ = write!(text, " — {}", one_line(&problems.join("; "), 80));
         }
         if r.get("unreadable").and_then(Value::as_bool) == Some(true) {
-            let _ = write!(text, " (unreadable verdict, taken as approval)");
+            let _ = write!(text, " (unreadable, also when asked again: not approved)");
+        } else if r.get("retried").and_then(Value::as_bool) == Some(true) {
+            let _ = write!(text, " (readable when asked again)");
         }
         if let Some(why) = s(&r, "why") {
             let _ = write!(text, " ({why})");
@@ -275,7 +277,41 @@ pub fn render_trace(trace: &Value) -> String {
         if let Some(k) = a.get("revisions").and_then(Value::as_u64) {
             let _ = write!(text, ", {}", plural(k, "revision", "revisions"));
         }
+        if a.get("unreviewed").and_then(Value::as_bool) == Some(true) {
+            let _ = write!(text, ", unreviewed");
+        }
         row(w, "answer", text);
+    }
+
+    // Prompts that were not all computed: where the rest came from.
+    for p in items(trace, "plays") {
+        let Some(src) = p.get("prompt_sources") else {
+            continue;
+        };
+        let k = |key: &str| src.get(key).and_then(Value::as_u64).unwrap_or(0);
+        if k("slot") + k("ram") + k("disk") == 0 {
+            continue;
+        }
+        let parts: Vec<String> = [
+            ("slot", "from its slot"),
+            ("ram", "from a snapshot in RAM"),
+            ("disk", "from a snapshot on disk"),
+            ("computed", "computed"),
+        ]
+        .iter()
+        .filter(|(key, _)| k(key) > 0)
+        .map(|(key, what)| format!("{} {what}", k(key)))
+        .collect();
+        row(
+            w,
+            "prompt",
+            format!(
+                "{} ({}): {}",
+                who(&p, "player"),
+                s(&p, "role").unwrap_or("?"),
+                parts.join(", ")
+            ),
+        );
     }
 
     let instruments = items(trace, "instruments");
@@ -404,5 +440,27 @@ impl Drop for Narrator {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_not_all_computed_says_where_the_rest_came_from() {
+        let trace = serde_json::json!({ "plays": [
+            { "player": "coltrane", "role": "solo",
+              "prompt_sources": { "slot": 0, "ram": 0, "disk": 12000, "computed": 40 } },
+            { "player": "monk", "role": "comp",
+              "prompt_sources": { "slot": 0, "ram": 0, "disk": 0, "computed": 300 } },
+        ]});
+        let text = render_trace(&trace);
+        assert!(
+            text.contains("12000 from a snapshot on disk, 40 computed"),
+            "{text}"
+        );
+        // A prompt computed in full adds nothing.
+        assert_eq!(text.matches("prompt").count(), 1, "{text}");
     }
 }

@@ -21,20 +21,40 @@
 --- ```lua
 --- local route   = require("orchestra.route")
 --- local arrange = require("orchestra.arrange")
+--- local router  = route.rules { ... }
 ---
 --- perform = function(req)
----   local section = route.pick(req)
----   local soloist = arrange.lead(band, section)
+---   return arrange.perform(band, req, { router = router, review = { rounds = 2 } })
+--- end
+---
+--- -- the same, step by step:
+--- perform = function(req)
+---   local section = router:pick(req)
 ---   local notes   = arrange.comp(arrange.leads(band, { except = { section, "review" } }), req, { max_tokens = 96 })
 ---   local draft   = assert(arrange.solo(band, section, req, { notes = notes }))
----   draft         = arrange.review(draft, band:reviewer { ["not"] = soloist }, { rounds = 2 })
+---   draft         = arrange.review(band:reviewer(draft.model), draft, { rounds = 2 })
 ---   return arrange.answer(req, draft)
 --- end
 --- ```
 ---
+--- **One argument order.** Every function takes, of these, the ones it needs, in this
+--- order: the band, who plays (a model, a section name or a list of them), what they
+--- play on (the request, or the draft a reviewer checks), then options:
+--- `solo(band, who, req, opts)`, `comp(players, req, opts)`, `review(reviewer, draft, opts)`,
+--- `cascade(band, players, req, opts)`, `jam(band, req, opts)`, `perform(band, req, opts)`.
+--- (`review(draft, reviewer, opts)`, the old order, still works and says so once.)
+---
+--- **Who plays** is decided in one place, the runtime's `band:players`: router models
+--- (sections in `orchestra.offstage`, by default `routing`) and embedding models never
+--- lead, comp, solo or review. **Leaving players out**: `except` takes models, their
+--- names and section names, one or a list — `arrange.leads(band, { except = { section,
+--- "review" } })`, `band:reviewer { except = soloist }` or simply `band:reviewer(soloist)`.
+--- (`["not"] = ...`, the old spelling, still works and says so once.)
+---
 --- A *draft* is `{ text, player, section, model, band, notes, tool_calls }`: what `solo`, `jam` and
---- `cascade` return and `review` improves. Functions that play return `nil, err` when
---- every candidate failed, like `io.open`; misuse raises.
+--- `cascade` return and `review` improves (adding `verdict`, and `unreviewed = true`
+--- when no reviewer could say whether it is right). Functions that play return
+--- `nil, err` when every candidate failed, like `io.open`; misuse raises.
 ---@class orchestra.arrange
 local arrange = {}
 
@@ -43,9 +63,10 @@ local trace = require("orchestra.trace")
 
 local clock = orchestra.clock
 
---- Sections whose instruments never play (router models: classifiers, embedders).
---- `arrange.offstage.tuning = true` adds one.
-arrange.offstage = { routing = true }
+--- Sections whose instruments never play (router models: classifiers, embedders): the
+--- same set as `orchestra.offstage`, which the runtime's rule reads.
+--- `orchestra.offstage.tuning = true` adds one.
+arrange.offstage = orchestra.offstage
 
 --- The GBNF grammar a reviewer's verdict must follow: `{"verdict":"approve"}` or
 --- `{"verdict":"revise","problems":["...", ...]}` (one to five problems, single spaces
@@ -62,14 +83,6 @@ sp ::= " "?
 ---------------------------------------------------------------------------------------
 -- Players
 
-local function is_embedding(m)
-  -- Newer runtimes say so on the model; older ones raise on unknown fields.
-  local ok, v = pcall(function()
-    return m.embeddings
-  end)
-  return ok and v == true
-end
-
 local function is_model(v)
   if type(v) ~= "userdata" then
     return false
@@ -84,63 +97,52 @@ local function stage_name(name)
   return (name:gsub("^%l", string.upper))
 end
 
---- Whether an instrument plays (not a router model offstage, not an embedder).
+--- Whether an instrument plays (not a router model offstage, not an embedder): the
+--- runtime's rule, `model.plays`.
 ---@param m userdata
 ---@return boolean
 function arrange.playable(m)
-  return not arrange.offstage[m.section] and not is_embedding(m)
+  return is_model(m) and m.plays
 end
 
--- A set of names from a model, a name, or a list of them.
-local function name_set(v)
-  local set = {}
-  if v == nil then
-    return set
-  end
-  if type(v) ~= "table" then
-    v = { v }
-  end
-  for _, x in ipairs(v) do
-    if type(x) == "string" then
-      set[x] = true
-    elseif is_model(x) then
-      set[x.name] = true
-    end
-  end
-  return set
-end
-
-local function section_set(v)
-  local set = {}
-  if type(v) == "string" then
-    set[v] = true
-  elseif type(v) == "table" then
-    for k, x in pairs(v) do
-      if type(k) == "string" and x then
-        set[k] = true
-      elseif type(x) == "string" then
-        set[x] = true
+-- `except` as a list for the runtime: models, names and sections from one value, a
+-- list, or a set (`{ code = true }`), with the old `["not"]` spelling merged in.
+local function except_list(opts, fname)
+  local out = {}
+  local function add(v)
+    if type(v) == "table" and not is_model(v) then
+      for k, x in pairs(v) do
+        if type(k) == "string" then
+          if x then
+            out[#out + 1] = k
+          end
+        else
+          out[#out + 1] = x
+        end
       end
+    elseif v ~= nil then
+      out[#out + 1] = v
     end
   end
-  return set
+  add(opts.except)
+  if opts["not"] ~= nil then
+    orchestra.deprecated(
+      ("`%s(band, { [\"not\"] = ... })`"):format(fname),
+      ("write `%s(band, { except = ... })`"):format(fname)
+    )
+    add(opts["not"])
+  end
+  return out
 end
 
---- The instruments that play, in band order. Options: `not` (models or names to leave
---- out), `section` (only this section).
+--- The instruments that play, in band order (`band:players`). Options: `section`
+--- (only this section), `except` (models, names or sections to leave out).
 ---@param band userdata
----@param opts table|nil
+---@param opts { section?: string, except?: any }|nil
 ---@return userdata[]
 function arrange.players(band, opts)
   opts = opts or {}
-  local skip = name_set(opts["not"])
-  local out = {}
-  for _, m in ipairs(band:members()) do
-    if arrange.playable(m) and not skip[m.name] and (opts.section == nil or m.section == opts.section) then
-      out[#out + 1] = m
-    end
-  end
-  return out
+  return band:players({ section = opts.section, except = except_list(opts, "arrange.players") })
 end
 
 --- The first instrument of a section that plays, or nil.
@@ -148,47 +150,51 @@ end
 ---@param section string
 ---@return userdata|nil
 function arrange.lead(band, section)
-  return arrange.players(band, { section = section })[1]
+  return band:players({ section = section })[1]
 end
 
---- One lead per section, in the band's section order. Options: `except` — sections to
---- leave out (a name, a list or a set); `not` — models to leave out.
+--- One lead per section that has a player, in the band's section order. Options:
+--- `except` — models, names or sections to leave out (one, a list or a set); a model
+--- left out hands its section to the next player of it.
 ---@param band userdata
----@param opts table|nil
+---@param opts { except?: any }|nil
 ---@return userdata[]
 function arrange.leads(band, opts)
-  opts = opts or {}
-  local except = section_set(opts.except)
-  local skip = name_set(opts["not"])
+  local except = except_list(opts or {}, "arrange.leads")
   local out = {}
   for _, s in ipairs(band:sections()) do
-    if not except[s] and not arrange.offstage[s] then
-      for _, m in ipairs(arrange.players(band, { section = s })) do
-        if not skip[m.name] then
-          out[#out + 1] = m
-          break
-        end
-      end
+    local lead = band:players({ section = s, except = except })[1]
+    if lead then
+      out[#out + 1] = lead
     end
   end
   return out
 end
 
--- A reviewer for `author`: the review section first, then anyone else who plays.
-local function pick_reviewer(band, exclude)
+-- The players of a section, raising at the score's line (`level` 3: the caller of the
+-- function that called this) when the band has no such section.
+local function section_players(band, section, fname)
+  for _, s in ipairs(band:sections()) do
+    if s == section then
+      return band:players({ section = section })
+    end
+  end
+  error(
+    ("`%s`: `%s` is not a section of this band; its sections are %s"):format(
+      fname,
+      tostring(section),
+      table.concat(band:sections(), ", ")
+    ),
+    3
+  )
+end
+
+-- A reviewer that is none of `except` (names): `band:reviewer`'s rule.
+local function pick_reviewer(band, except)
   if not band then
     return nil
   end
-  local fallback
-  for _, m in ipairs(band:members()) do
-    if arrange.playable(m) and not exclude[m.name] then
-      if m.section == "review" then
-        return m
-      end
-      fallback = fallback or m
-    end
-  end
-  return fallback
+  return band:reviewer({ except = except })
 end
 
 ---------------------------------------------------------------------------------------
@@ -334,7 +340,7 @@ function arrange.solo(band, who, req, opts)
       error(("`arrange.solo`: section `%s` needs the band: `arrange.solo(band, %q, req)`"):format(who, who), 2)
     end
     section = who
-    candidates = arrange.players(band, { section = who })
+    candidates = section_players(band, who, "arrange.solo")
     if #candidates == 0 then
       error(
         ("`arrange.solo`: no instrument plays in section `%s`; add one with `band:add(name, { section = %q, ... })`"):format(
@@ -348,7 +354,7 @@ function arrange.solo(band, who, req, opts)
     section = who.section
     candidates[1] = who
     if band then
-      for _, m in ipairs(arrange.players(band, { section = section, ["not"] = who })) do
+      for _, m in ipairs(band:players({ section = section, except = who })) do
         candidates[#candidates + 1] = m
       end
     end
@@ -556,11 +562,15 @@ local REVIEW_SYSTEM = "You are %s, the band's reviewer. Check the answer another
   .. 'the request. Reply with JSON only: {"verdict":"approve"} when it is correct and complete, '
   .. 'otherwise {"verdict":"revise","problems":["..."]} with up to five short, concrete problems.'
 
+-- Added to the reviewer's instruction when its first reply could not be read.
+local STRICT = " Your previous reply could not be read as a verdict. Reply with one JSON object and "
+  .. 'nothing else: {"verdict":"approve"}, or {"verdict":"revise","problems":["..."]} with at most '
+  .. "three problems of at most ten words each."
+
 --- Reads a reviewer's reply: `{ verdict = "approve" }` or `{ verdict = "revise",
 --- problems = {...} }`. A reply cut short by `max_tokens` keeps its verdict and the
 --- problems that were complete (marked `truncated`). A reply that is not such JSON at
---- all counts as approval (marked `unreadable`), so a confused reviewer never loops the
---- band.
+--- all is `{ verdict = "unreadable", unreadable = true, raw = ... }`: never an approval.
 ---@param reply string
 ---@return table
 function arrange.read_verdict(reply)
@@ -591,17 +601,23 @@ function arrange.read_verdict(reply)
     end
     return { verdict = "revise", problems = problems, truncated = true }
   end
-  return { verdict = "approve", unreadable = true, raw = trace.clip(reply, 200) }
+  return { verdict = "unreadable", unreadable = true, raw = trace.clip(reply, 200) }
 end
 
--- One review: the verdict and the reviewer who gave it, trying other reviewers when
--- one fails; nil when none could.
-local function review_once(req, draft, reviewer, round, opts)
-  local band = draft.band
-  local tried = { [draft.player] = true }
-  local prompt = {
+local function is_draft(v)
+  return type(v) == "table" and type(v.text) == "string"
+end
+
+-- The reviewer's prompt: its instruction (`strict` after an unreadable reply), the
+-- request and the draft's text as it is now.
+local function review_prompt(req, draft, reviewer, opts, strict)
+  local system = (opts.system or REVIEW_SYSTEM):format(stage_name(reviewer.name))
+  if strict then
+    system = system .. STRICT
+  end
+  return {
     messages = {
-      { role = "system", content = (opts.system or REVIEW_SYSTEM):format(stage_name(reviewer.name)) },
+      { role = "system", content = system },
       {
         role = "user",
         content = ("Request:\n%s\n\nAnswer by %s:\n%s"):format(
@@ -612,23 +628,62 @@ local function review_once(req, draft, reviewer, round, opts)
       },
     },
   }
+end
+
+-- One verdict from `r`: an unreadable reply is asked for once more with a stricter
+-- instruction and twice the room (under the verdict grammar a reply is only
+-- unreadable when it was cut short). Returns the verdict and the last play's details,
+-- or `nil, err` when `r` could not play.
+local function verdict_of(req, draft, r, opts, gen)
+  local reply, details = play(req, r, "review", review_prompt(req, draft, r, opts, false), gen)
+  if not reply then
+    return nil, details
+  end
+  local v = arrange.read_verdict(reply)
+  if not v.unreadable then
+    return v, details
+  end
+  local retry = {}
+  for k, x in pairs(gen) do
+    retry[k] = x
+  end
+  retry.max_tokens = (gen.max_tokens or 256) * 2
+  trace.emit(req, "review", { reviewer = r.name, author = draft.player, retry = true })
+  local again, more = play(req, r, "review", review_prompt(req, draft, r, opts, true), retry)
+  if not again then
+    v.retried, v.retry_error = true, trace.clip(tostring(more), 300)
+    return v, details
+  end
+  local second = arrange.read_verdict(again)
+  second.retried = true
+  second.first_reply = v.raw
+  return second, more
+end
+
+-- One review: the verdict and the reviewer who gave it, trying other reviewers when
+-- one fails to play; nil when none could.
+local function review_once(req, draft, reviewer, round, opts)
+  local band = draft.band
+  local tried = { draft.player }
   local gen = generation(opts, opts.max_tokens or 256)
-  gen.grammar = opts.grammar or arrange.VERDICT_GRAMMAR
+  if opts.grammar ~= false then
+    gen.grammar = opts.grammar or arrange.VERDICT_GRAMMAR
+  end
   if gen.temperature == nil and gen.greedy == nil then
     gen.temperature = 0
   end
   gen.system = false
   local r = reviewer
   while r do
-    tried[r.name] = true
+    tried[#tried + 1] = r.name
     trace.emit(req, "review", { reviewer = r.name, author = draft.player, round = round })
     local t0 = clock()
-    local reply, details = play(req, r, "review", prompt, gen)
-    if reply then
-      local v = arrange.read_verdict(reply)
+    local v, details = verdict_of(req, draft, r, opts, gen)
+    if v then
       v.reviewer = r.name
       v.author = draft.player
       v.round = round
+      v.prompt_tokens = type(details) == "table" and details.prompt_tokens or nil
       v.ms = trace.round((clock() - t0) * 1e3, 2)
       trace.emit(req, "verdict", { reviewer = r.name, verdict = v.verdict, round = round })
       return v, r
@@ -636,7 +691,6 @@ local function review_once(req, draft, reviewer, round, opts)
     local next_r = pick_reviewer(band, tried)
     if next_r then
       note_fallback(req, "review", r.name, next_r.name, details)
-      prompt.messages[1].content = (opts.system or REVIEW_SYSTEM):format(stage_name(next_r.name))
     else
       trace.push(
         trace.of(req),
@@ -665,35 +719,54 @@ local function resolve_reviewer(draft, reviewer)
       3
     )
   end
-  return pick_reviewer(draft.band, { [draft.player] = true })
+  return pick_reviewer(draft.band, { draft.player })
 end
 
 --- A reviewer checks the draft; on "revise" its author rewrites it with the problems
---- listed, and the new draft is reviewed again — at most `rounds` revisions. The
---- reviewer is never the draft's author: pass nil (or the author) and one is picked
---- from the band's review section, else any other instrument that plays. Returns the
---- final draft (with `verdict`: the last verdict).
+--- listed, and the new draft is reviewed again — at most `rounds` revisions, and the
+--- last revision is reviewed too, so the verdict is always about the text that is
+--- returned. The reviewer is never the draft's author: pass nil (or the author) and
+--- one is picked from the band's review section, else any other instrument that
+--- plays. Returns the final draft with `verdict` (the last verdict).
+---
+--- A reply that is not a verdict is asked for once more with a stricter instruction;
+--- when that is unreadable too, the review stops there: the trace records it
+--- (`verdict = "unreadable"`) and the draft is marked `unreviewed` — never approved.
+--- So is a draft nobody could review.
 ---
 --- Options: `rounds` (default 2), `max_tokens` for the verdict (default 256),
---- `revise_tokens` for a revision, `grammar` and `system` (the reviewer's), `generate`.
----@param draft table
+--- `revise_tokens` for a revision, `grammar` (the reviewer's; `false` for none) and
+--- `system`, `generate`.
 ---@param reviewer userdata|nil
+---@param draft table
 ---@param opts table|nil
 ---@return table draft
-function arrange.review(draft, reviewer, opts)
+function arrange.review(reviewer, draft, opts)
+  if is_draft(reviewer) and not is_draft(draft) then
+    orchestra.deprecated(
+      "`arrange.review(draft, reviewer, opts)`",
+      "write `arrange.review(reviewer, draft, opts)`: every `arrange` function takes who plays before what they play on"
+    )
+    reviewer, draft = draft, reviewer
+  end
   opts = opts or {}
-  if type(draft) ~= "table" or type(draft.text) ~= "string" then
-    error("`arrange.review` needs a draft from `arrange.solo` (a table with `text` and `player`) first", 2)
+  if not is_draft(draft) then
+    error(
+      "`arrange.review` needs a reviewer (or nil) and a draft from `arrange.solo`: `arrange.review(band:reviewer(draft.model), draft, { rounds = 2 })`",
+      2
+    )
   end
   local req = draft.request
-  local rounds = opts.rounds or 2
+  local rounds = math.max(0, opts.rounds or 2)
   local r = resolve_reviewer(draft, reviewer)
   local t = trace.of(req)
+  draft.unreviewed = nil
   if not r then
     trace.push(t, "reviews", { author = draft.player, verdict = "skipped", why = "nobody else in the band can review" })
+    draft.unreviewed = true
     return draft
   end
-  for round = 1, math.max(1, rounds) do
+  for round = 1, rounds + 1 do
     local v, by = review_once(req, draft, r, round, opts)
     if not v then
       trace.push(
@@ -701,11 +774,17 @@ function arrange.review(draft, reviewer, opts)
         "reviews",
         { round = round, author = draft.player, verdict = "skipped", why = "every reviewer failed" }
       )
+      draft.unreviewed = true
       break
     end
     trace.push(t, "reviews", v)
     draft.verdict = v
-    if v.verdict == "approve" or round > rounds then
+    if v.unreadable then
+      draft.unreviewed = true
+      break
+    end
+    -- Approved, or out of revisions: the verdict on this text stands.
+    if v.verdict ~= "revise" or round > rounds then
       break
     end
     -- The author plays it again with the problems in front of it.
@@ -939,8 +1018,11 @@ function arrange.cascade(band, players, req, opts)
       else
         step.verdict = "unreviewed"
       end
-      if not v or v.verdict == "approve" then
+      -- Only a rejection hands over: an answer nobody could review (or whose verdict
+      -- stayed unreadable) stands, marked unreviewed.
+      if not v or v.verdict ~= "revise" then
         draft.verdict = v
+        draft.unreviewed = (not v or v.unreadable) or nil
         draft.escalations = t.cascade.escalations
         t.solo = { player = m.name, section = m.section }
         return draft
@@ -956,16 +1038,23 @@ end
 -- Answer and the standard arrangement
 
 --- The answer `perform` returns: the text (also written to `req:write` unless it was
---- streamed already), who played, and the finished trace.
+--- streamed already), who played, the last verdict, `unreviewed = true` when a review
+--- was wanted but nobody could give a readable verdict, and the finished trace.
 ---@param req table|string
 ---@param draft table
----@return table `{ text, player, section, trace }`
+---@return table `{ text, player, section, verdict, unreviewed, trace }`
 function arrange.answer(req, draft)
   if type(draft) ~= "table" or type(draft.text) ~= "string" then
     error("`arrange.answer` needs a draft (a table with `text`), got " .. type(draft), 2)
   end
   local t = trace.of(req)
-  t.answer = { player = draft.player, section = draft.section, chars = #draft.text, revisions = draft.revisions }
+  t.answer = {
+    player = draft.player,
+    section = draft.section,
+    chars = #draft.text,
+    revisions = draft.revisions,
+    unreviewed = draft.unreviewed,
+  }
   if not draft.streamed and type(req) == "table" and req.write then
     req:write(draft.text)
   end
@@ -974,31 +1063,44 @@ function arrange.answer(req, draft)
     player = draft.player,
     section = draft.section,
     tool_calls = draft.tool_calls,
+    verdict = draft.verdict and draft.verdict.verdict,
+    unreviewed = draft.unreviewed,
     trace = trace.finish(req),
   }
 end
 
 --- The standard arrangement: route the request to a section, let the leads of the
---- other sections comp, the section's lead solo (with fallback), a reviewer check it,
---- and answer with the trace.
+--- other sections comp, the section's lead solo (with fallback), a reviewer check it
+--- (every revision included), and answer with the trace.
 ---
---- Options: `router` (default: the rules declared last), `comp` (`comp` options, or
---- false; `players` overrides who comps), `review` (`review` options with `reviewer`,
---- or false), `solo` (`solo` options).
+--- Options: `router` (from `route.rules`; `route.default` when you set one) or
+--- `section` (always this section, no routing), `comp` (`comp` options, or false;
+--- `players` overrides who comps), `review` (`review` options with `reviewer`, or
+--- false), `solo` (`solo` options).
+---
+--- ```lua
+--- arrange.perform(band, req, { router = router, comp = { max_tokens = 64 }, review = { rounds = 1 } })
+--- arrange.perform(band, req, { section = "code", review = { reviewer = band.mingus } })
+--- ```
 ---@param band userdata
 ---@param req table
 ---@param opts table|nil
 ---@return table answer
 function arrange.perform(band, req, opts)
   opts = opts or {}
-  local section
-  if opts.router then
-    section = opts.router:pick(req)
-  else
-    section = require("orchestra.route").pick(req)
+  local section = opts.section
+  if section == nil then
+    local router = opts.router or require("orchestra.route").default
+    if not router then
+      error(
+        "`arrange.perform` needs a router or a section: `arrange.perform(band, req, { router = route.rules { ... } })` or `{ section = \"code\" }`",
+        2
+      )
+    end
+    section = router:pick(req)
   end
-  if not arrange.lead(band, section) then
-    error(("`arrange.perform`: the router picked section `%s`, where no instrument plays"):format(section), 2)
+  if #section_players(band, section, "arrange.perform") == 0 then
+    error(("`arrange.perform`: section `%s` was picked, where no instrument plays"):format(section), 2)
   end
   local notes
   if opts.comp ~= false then
@@ -1023,7 +1125,7 @@ function arrange.perform(band, req, opts)
   -- A tool call is not prose to review: the client runs it and asks again.
   if reviewing and not draft.tool_calls then
     local review = opts.review or {}
-    draft = arrange.review(draft, review.reviewer, review)
+    draft = arrange.review(review.reviewer, draft, review)
   end
   return arrange.answer(req, draft)
 end

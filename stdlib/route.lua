@@ -5,7 +5,7 @@
 --- ```lua
 --- local route = require("orchestra.route")
 ---
---- route.rules({
+--- local router = route.rules({
 ---   { when = route.keywords { "function", "bug", "compile", "rust" }, section = "code" },
 ---   { when = route.pattern("```"), section = "code" },                 -- a Lua pattern
 ---   { when = function(prompt) return #prompt > 4000 end, section = "analysis" },
@@ -14,9 +14,14 @@
 ---   { otherwise = "analysis" },
 --- }, { band = band })                      -- optional: check the sections now
 ---
---- local section = route.pick(req)          -- emits `routed`, records the trace
---- local why = route.explain("write a haiku") -- which rule decided, and why
+--- local section = router:pick(req)          -- emits `routed`, records the trace
+--- local why = router:explain("write a haiku") -- which rule decided, and why
 --- ```
+---
+--- `route.rules` only builds a router: it changes nothing in this module, so two sets
+--- of rules in one score (or in a module it requires) never overwrite each other.
+--- `route.pick(req)` and `route.explain(req)` use `route.default`, which is set only
+--- when you set it: `route.default = route.rules { ... }`.
 ---
 --- A rule is `{ when = MATCHER, section = NAME }`, `{ when = DECIDER }` (a classifier or
 --- semantic matcher names the section itself) or `{ otherwise = NAME }`, with an
@@ -406,8 +411,9 @@ local function check_section(band, section, where)
   end
 end
 
---- A router from an ordered list of rules (see the module docs). It also becomes the
---- default that `route.pick` and `route.explain` use.
+--- A router from an ordered list of rules (see the module docs). Nothing else changes:
+--- to make it the default of `route.pick` and `route.explain`, assign it,
+--- `route.default = route.rules { ... }`.
 ---
 --- Options: `band` — check now that every section a rule names has an instrument.
 ---@param rules table[]
@@ -504,9 +510,7 @@ function route.rules(rules, opts)
       check_section(band, n[1], n[2])
     end
   end
-  local router = setmetatable({ rules = compiled, band = band }, Router)
-  route.default = router
-  return router
+  return setmetatable({ rules = compiled, band = band }, Router)
 end
 
 --- Runs the rules on a request without announcing anything: which rule decided, and
@@ -589,12 +593,20 @@ end
 local function default_router()
   local r = route.default
   if not r then
-    error("no routing rules yet: declare them with `route.rules { ... }` first", 3)
+    error(
+      "no default router: `route.rules` returns a router, so call `router:pick(req)` on it, or make it the default with `route.default = route.rules { ... }`",
+      3
+    )
   end
   return r
 end
 
---- `router:pick(req)` on the rules declared last with `route.rules`.
+--- The router `route.pick` and `route.explain` use: nil until the score sets it
+--- (`route.default = route.rules { ... }`).
+---@type table|nil
+route.default = nil
+
+--- `router:pick(req)` on `route.default`.
 ---@param req table|string
 ---@return string section, orchestra.Decision decision
 function route.pick(req)
@@ -602,7 +614,7 @@ function route.pick(req)
   return section, d
 end
 
---- `router:explain(req)` on the rules declared last with `route.rules`.
+--- `router:explain(req)` on `route.default`.
 ---@param req table|string
 ---@return orchestra.Decision
 function route.explain(req)

@@ -163,6 +163,7 @@ function trace.played(req, player, role, details, ms, started_ms)
   if type(details) == "table" then
     record.tokens = details.completion_tokens
     record.prompt_tokens = details.prompt_tokens
+    record.prompt_sources = details.prompt_sources
     record.finish = details.finish_reason
     record.remote = details.remote
     local timings = details.timings

@@ -119,11 +119,12 @@ async fn the_revise_loop_stops_at_its_bound() {
         SECTIONS,
         &members(),
         r#"local draft = assert(arrange.solo(band, "code", req))
-        draft = arrange.review(draft, band.rejecter, { rounds = tonumber(req.prompt) })
+        draft = arrange.review(band.rejecter, draft, { rounds = tonumber(req.prompt) })
         return arrange.answer(req, draft)"#,
     );
     let c = start("revise_bound", &text).await.unwrap();
-    for (rounds, reviews, revisions) in [(0, 1, 0), (1, 1, 1), (2, 2, 2), (3, 3, 3)] {
+    // Every revision is reviewed again, the last one included.
+    for (rounds, reviews, revisions) in [(0, 1, 0), (1, 2, 1), (2, 3, 2), (3, 4, 3)] {
         let (answer, events) = perform(&c, &rounds.to_string()).await;
         let t = &answer.data["trace"];
         assert_eq!(len(&t["reviews"]), reviews, "rounds = {rounds}: {t:#}");
@@ -138,6 +139,8 @@ async fn the_revise_loop_stops_at_its_bound() {
             .count();
         assert_eq!(revise_events, revisions, "rounds = {rounds}");
         assert_eq!(answer.text, SONNY);
+        assert_eq!(answer.data["verdict"], "revise", "the last verdict stands");
+        assert!(answer.data["unreviewed"].is_null());
     }
 }
 
@@ -147,7 +150,7 @@ async fn an_approving_reviewer_ends_the_review_at_once() {
         SECTIONS,
         &members(),
         r#"local draft = assert(arrange.solo(band, "code", req))
-        return arrange.answer(req, arrange.review(draft, band.approver, { rounds = 3 }))"#,
+        return arrange.answer(req, arrange.review(band.approver, draft, { rounds = 3 }))"#,
     );
     let (answer, events) = play("approve", &text, "reverse a string").await;
     let t = &answer.data["trace"];
@@ -167,14 +170,14 @@ async fn the_reviewer_is_never_the_author() {
         local draft
         if case == "reviewer is the author" then
           draft = assert(arrange.solo(band, band.sonny, req))
-          draft = arrange.review(draft, band.sonny, { rounds = 1 })
+          draft = arrange.review(band.sonny, draft, { rounds = 1 })
         elseif case == "the reviewer wrote the draft" then
           draft = assert(arrange.solo(band, band.rejecter, req))
-          draft = arrange.review(draft, nil, { rounds = 1 })
+          draft = arrange.review(nil, draft, { rounds = 1 })
         elseif case == "picked before the solo" then
-          local reviewer = band:reviewer { ["not"] = band.sonny }
+          local reviewer = band:reviewer(band.sonny)
           draft = assert(arrange.solo(band, "review", req))   -- the review section's lead plays
-          draft = arrange.review(draft, reviewer, { rounds = 1 })
+          draft = arrange.review(reviewer, draft, { rounds = 1 })
         else -- a cascade whose given reviewer is the first player
           draft = assert(arrange.cascade(band, { band.rejecter, band.sonny }, req, { reviewer = band.rejecter }))
         end
@@ -352,12 +355,12 @@ fn standard() -> String {
     score(
         SECTIONS,
         &members(),
-        r#"route.rules {
+        r#"local router = route.rules {
           { when = route.keywords { "function", "rust", "code" }, section = "code" },
           { when = route.keywords { "poem", "song" }, section = "creative" },
           { otherwise = "analysis" },
         }
-        return arrange.perform(band, req, { comp = { max_tokens = 24 }, review = { reviewer = band.rejecter, rounds = 1 } })"#,
+        return arrange.perform(band, req, { router = router, comp = { max_tokens = 24 }, review = { reviewer = band.rejecter, rounds = 1 } })"#,
     )
 }
 
@@ -415,7 +418,10 @@ async fn perform_routes_comps_solos_and_reviews_with_a_full_trace() {
         .collect();
     assert_eq!(
         timeline,
-        ["routed", "comp", "solo", "review", "verdict", "revise"]
+        [
+            "routed", "comp", "solo", "review", "verdict", "revise", "review", "verdict"
+        ],
+        "the revision is reviewed too"
     );
 }
 
@@ -440,6 +446,8 @@ async fn narration_tells_the_story_of_the_arrangement() {
             "Rejecter is reviewing Sonny's solo.",
             "Rejecter wants another take.",
             "Sonny plays it again.",
+            "Rejecter is reviewing Sonny's solo.",
+            "Rejecter wants another take.",
         ]
     );
 }
@@ -462,8 +470,7 @@ async fn without_a_review_the_solo_streams_as_it_plays() {
     let text = score(
         SECTIONS,
         &members(),
-        r#"route.rules { { otherwise = "code" } }
-        return arrange.perform(band, req, { comp = false, review = false })"#,
+        r#"return arrange.perform(band, req, { section = "code", comp = false, review = false })"#,
     );
     let c = start("streams", &text).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -552,8 +559,9 @@ async fn verdicts_are_read_even_when_cut_short() {
             &["too short"],
             "truncated",
         ),
-        (r#"{"verdict":"appr"#, "approve", &[], "unreadable"),
-        ("Looks good to me!", "approve", &[], "unreadable"),
+        // Not a verdict: never an approval.
+        (r#"{"verdict":"appr"#, "unreadable", &[], "unreadable"),
+        ("Looks good to me!", "unreadable", &[], "unreadable"),
     ];
     let replies: Vec<&str> = cases.iter().map(|c| c.0).collect();
     let text = score(
@@ -571,6 +579,464 @@ async fn verdicts_are_read_even_when_cut_short() {
         assert_eq!(strings(&v["problems"]), *problems, "{reply}: {v}");
         if !flag.is_empty() {
             assert_eq!(v[*flag], true, "{reply}: {v}");
+        }
+    }
+}
+
+/// Warnings of the scores in this binary, as `tracing` printed them.
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("orchestra::score=warn")
+            .with_writer(move || LogWriter(writer.clone()))
+            .with_ansi(false)
+            .init();
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured warning lines that mention `needle` and come from `test`'s score.
+fn warnings(test: &str, needle: &str) -> Vec<String> {
+    let logs = captured_logs();
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    text.lines()
+        .filter(|l| l.contains(needle) && l.contains(&format!("{test}/score.lua:")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_reviewer_reads_the_final_revision() {
+    let text = score(
+        SECTIONS,
+        &members(),
+        r#"local draft = assert(arrange.solo(band, "code", req))
+        local first = draft.text
+        local plays = trace.of(req).plays
+        -- The revision is cut to four tokens, so it differs from the first draft.
+        draft = arrange.review(band.rejecter, draft, { rounds = 1, revise_tokens = 4 })
+        local out = arrange.answer(req, draft)
+        out.first = first
+        out.first_tokens = #band.rejecter:tokenize(first)
+        out.final_tokens = #band.rejecter:tokenize(draft.text)
+        out.plays = plays
+        return out"#,
+    );
+    let (answer, _) = play("final_revision", &text, "reverse a string").await;
+    let out = &answer.data;
+    let t = &out["trace"];
+    let first = out["first"].as_str().unwrap();
+    assert_eq!(first, SONNY);
+    assert_ne!(answer.text, SONNY, "the revision is the answer: {out:#}");
+    assert!(SONNY.starts_with(&answer.text), "{}", answer.text);
+    let reviews = t["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 2, "the revision was reviewed: {t:#}");
+    // What the reviewer read the second time is the revision: its prompt shrank by
+    // exactly the tokens the revision dropped.
+    let p1 = reviews[0]["prompt_tokens"].as_i64().unwrap();
+    let p2 = reviews[1]["prompt_tokens"].as_i64().unwrap();
+    let dropped = out["first_tokens"].as_i64().unwrap() - out["final_tokens"].as_i64().unwrap();
+    assert!(dropped > 5, "{out:#}");
+    assert!(
+        (p1 - p2 - dropped).abs() <= 2,
+        "the second review's prompt ({p2} tokens) holds the revision, not the first draft ({p1} tokens, {dropped} more in the draft)"
+    );
+    let reviewer_prompts: Vec<i64> = out["plays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "review")
+        .map(|p| p["prompt_tokens"].as_i64().unwrap())
+        .collect();
+    assert_eq!(reviewer_prompts, [p1, p2], "llama.cpp got these prompts");
+    assert_eq!(
+        out["verdict"], "revise",
+        "the verdict is the one on the final text"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_verdict_is_asked_again_then_reported_never_approved() {
+    let members = [
+        member("sonny", "code", &model("sonny", SONNY)),
+        member("mumbler", "review", &model("mumbler", "Looks good to me!")),
+    ]
+    .concat();
+    let text = score(
+        SECTIONS,
+        &members,
+        r#"local draft = assert(arrange.solo(band, "code", req))
+        local plays = trace.of(req).plays
+        -- No grammar: the reviewer says what it likes.
+        draft = arrange.review(band.mumbler, draft, { rounds = 2, grammar = false })
+        local out = arrange.answer(req, draft)
+        out.plays = plays
+        return out"#,
+    );
+    let (answer, events) = play("unreadable", &text, "reverse a string").await;
+    let out = &answer.data;
+    let t = &out["trace"];
+    let reviews = t["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 1, "{t:#}");
+    let v = &reviews[0];
+    assert_eq!(v["verdict"], "unreadable", "not an approval: {v:#}");
+    assert_eq!(v["unreadable"], true);
+    assert_eq!(v["retried"], true, "asked once more: {v:#}");
+    assert_eq!(v["raw"], "Looks good to me!");
+    assert_eq!(len(&t["revisions"]), 0, "nothing to revise");
+    assert_eq!(out["unreviewed"], true, "{out:#}");
+    assert_eq!(out["verdict"], "unreadable");
+    assert_eq!(t["answer"]["unreviewed"], true);
+    // The reviewer played twice, the second time with a stricter, longer instruction.
+    let prompts: Vec<i64> = out["plays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["player"] == "mumbler")
+        .map(|p| p["prompt_tokens"].as_i64().unwrap())
+        .collect();
+    assert_eq!(prompts.len(), 2, "{out:#}");
+    assert!(prompts[1] > prompts[0] + 10, "stricter: {prompts:?}");
+    let lines = narration(&events);
+    for want in [
+        "Mumbler is asked again for a verdict.",
+        "Mumbler gives no readable verdict; it goes out unreviewed.",
+    ] {
+        assert!(lines.contains(&want.to_string()), "{lines:?}");
+    }
+    assert!(!lines.contains(&"Mumbler approves.".to_string()));
+    let rendered = orchestra::trace::render_trace(t);
+    assert!(rendered.contains("not approved"), "{rendered}");
+    assert!(rendered.contains(", unreviewed"), "{rendered}");
+}
+
+#[tokio::test]
+async fn a_verdict_cut_short_is_read_when_asked_again_with_more_room() {
+    let text = score(
+        SECTIONS,
+        &members(),
+        r#"local draft = assert(arrange.solo(band, "code", req))
+        -- Three tokens end the verdict before its value: unreadable, then asked again.
+        return arrange.answer(req, arrange.review(band.approver, draft, { max_tokens = 3 }))"#,
+    );
+    let (answer, _) = play("cut_short", &text, "reverse a string").await;
+    let t = &answer.data["trace"];
+    let v = &t["reviews"][0];
+    assert_eq!(v["verdict"], "approve", "{t:#}");
+    assert_eq!(v["retried"], true);
+    let first = v["first_reply"].as_str().unwrap();
+    assert!(APPROVE.starts_with(first) && first != APPROVE, "{first}");
+    assert!(answer.data["unreviewed"].is_null());
+    assert_eq!(answer.data["verdict"], "approve");
+}
+
+#[tokio::test]
+async fn both_review_argument_orders_work_and_the_old_one_warns_once() {
+    let _ = captured_logs();
+    let text = score(
+        SECTIONS,
+        &members(),
+        r#"local function reviewed(f)
+          local d = assert(arrange.solo(band, "code", req, { record = false }))
+          d = f(d)
+          return { reviewer = d.verdict.reviewer, verdict = d.verdict.verdict }
+        end
+        return {
+          old = reviewed(function(d) return arrange.review(d, band.approver, { rounds = 1 }) end),
+          old_again = reviewed(function(d) return arrange.review(d, band.approver, { rounds = 1 }) end),
+          new = reviewed(function(d) return arrange.review(band.approver, d, { rounds = 1 }) end),
+          old_picked = reviewed(function(d) return arrange.review(d, nil, { rounds = 0 }) end),
+          new_picked = reviewed(function(d) return arrange.review(nil, d, { rounds = 0 }) end),
+        }"#,
+    );
+    let (answer, _) = play("review_orders", &text, "reverse a string").await;
+    let out = &answer.data;
+    for case in ["old", "old_again", "new"] {
+        assert_eq!(out[case]["reviewer"], "approver", "{case}: {out:#}");
+        assert_eq!(out[case]["verdict"], "approve", "{case}: {out:#}");
+    }
+    // Picked from the review section: the first reviewer there.
+    assert_eq!(out["old_picked"]["reviewer"], "rejecter", "{out:#}");
+    assert_eq!(out["new_picked"]["reviewer"], "rejecter", "{out:#}");
+    let warned = warnings(
+        "review_orders",
+        "deprecated: `arrange.review(draft, reviewer, opts)`",
+    );
+    assert_eq!(warned.len(), 1, "one warning for the old order: {warned:?}");
+    assert!(
+        warned[0].contains("write `arrange.review(reviewer, draft, opts)`"),
+        "{warned:?}"
+    );
+}
+
+#[tokio::test]
+async fn except_leaves_out_models_names_and_sections() {
+    let _ = captured_logs();
+    // A module-level use of the old spelling: `orchestra check` notes it.
+    let members = format!(
+        "{}local early = band:reviewer {{ [\"not\"] = band.rejecter }}\n",
+        members()
+    );
+    let text = score(
+        SECTIONS,
+        &members,
+        r#"local function names(list) local t = {} for i, m in ipairs(list) do t[i] = m.name end return t end
+        return {
+          except_model = names(band:players { except = band.sonny }),
+          except_section = names(band:players { except = "analysis" }),
+          except_mixed = names(band:players { except = { "review", band.monk, "ella" } }),
+          in_section = names(band:players { section = "analysis", except = "monk" }),
+          leads = names(arrange.leads(band, { except = { "review", band.monk } })),
+          leads_set = names(arrange.leads(band, { except = { review = true, code = true } })),
+          arrange_players = names(arrange.players(band, { except = "review", section = "analysis" })),
+          reviewer_short = band:reviewer(band.rejecter).name,
+          reviewer_list = band:reviewer({ band.rejecter, "sonny" }).name,
+          reviewer_opts = band:reviewer { except = { "rejecter" } }.name,
+          reviewer_section = band:reviewer { except = "review" }.name,
+          reviewer_none = band:reviewer { except = { "code", "creative", "analysis", "review" } } == nil,
+          others = names(band:others(band.sonny)),
+          old_reviewer = band:reviewer { ["not"] = band.rejecter }.name,
+          old_players = names(arrange.players(band, { ["not"] = { band.sonny, "ella" } })),
+          old_leads = names(arrange.leads(band, { except = "review", ["not"] = band.monk })),
+          early = early.name,
+        }"#,
+    );
+    let (answer, _) = play("except", &text, "x").await;
+    let out = &answer.data;
+    let want = serde_json::json!({
+        "except_model": ["ella", "monk", "bird", "rejecter", "approver"],
+        "except_section": ["sonny", "ella", "rejecter", "approver"],
+        "except_mixed": ["sonny", "bird"],
+        "in_section": ["bird"],
+        "leads": ["sonny", "ella", "bird"],
+        "leads_set": ["ella", "monk"],
+        "arrange_players": ["monk", "bird"],
+        "reviewer_short": "approver",
+        "reviewer_list": "approver",
+        "reviewer_opts": "approver",
+        "reviewer_section": "sonny",
+        "reviewer_none": true,
+        "others": ["ella", "monk", "bird", "rejecter", "approver"],
+        "old_reviewer": "approver",
+        "old_players": ["monk", "bird", "rejecter", "approver"],
+        "old_leads": ["sonny", "ella", "bird"],
+        "early": "approver",
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(&out[k], v, "{k}: {out:#}");
+    }
+    // Each old spelling warns once, at the score's line.
+    for needle in [
+        "deprecated: `band:reviewer { [\"not\"] = ... }`",
+        "deprecated: `arrange.players(band, { [\"not\"] = ... })`",
+        "deprecated: `arrange.leads(band, { [\"not\"] = ... })`",
+    ] {
+        let warned = warnings("except", needle);
+        assert_eq!(warned.len(), 1, "{needle}: {warned:?}");
+        assert!(warned[0].contains("except = ..."), "{warned:?}");
+    }
+    let report = orchestra::score::check(
+        orchestra::score::ScoreSource::file(test_dir("except").join("score.lua")),
+        options(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.notes.iter().any(
+            |n| n.contains("deprecated: `band:reviewer { [\"not\"] = ... }`")
+                && n.contains("score.lua:")
+        ),
+        "{:?}",
+        report.notes
+    );
+}
+
+#[tokio::test]
+async fn router_and_embedding_instruments_never_lead_comp_or_review() {
+    let embedder = |name: &str, section: &str| {
+        format!(
+            "band:add({name:?}, {{ model = {}, section = {section:?}, embeddings = true, context = 128 }})\n",
+            lua_path(&model(name, "Listening closely."))
+        )
+    };
+    // In band order the routers come first everywhere they could be picked.
+    let members = [
+        embedder("ears", "code"),
+        member("basie", "routing", &model("basie", "code")),
+        embedder("duke", "review"),
+        member("tuner", "tuning", &model("tuner", "A440.")),
+        member("sonny", "code", &model("sonny", SONNY)),
+        member("monk", "analysis", &model("monk", MONK_NOTES)),
+        member("ella", "creative", &model("ella", ELLA_NOTES)),
+        "orchestra.offstage.tuning = true\n".to_string(),
+    ]
+    .concat();
+    let text = score(
+        &[
+            "code", "creative", "analysis", "review", "routing", "tuning",
+        ],
+        &members,
+        r#"local function names(list) local t = {} for i, m in ipairs(list) do t[i] = m.name end return t end
+        local function fails(f) local ok, err = pcall(f) return not ok and tostring(err) or "no error" end
+        if req.prompt == "perform" then
+          return arrange.perform(band, req, { section = "code", comp = { max_tokens = 8 }, review = { rounds = 0, max_tokens = 16 } })
+        end
+        local plays = {}
+        for _, m in ipairs(band:members()) do plays[m.name] = m.plays end
+        return {
+          lead = band:lead("code").name,
+          arrange_lead = arrange.lead(band, "code").name,
+          lead_routing = fails(function() return band:lead("routing") end),
+          lead_tuning = fails(function() return band:lead("tuning") end),
+          lead_review = fails(function() return band:lead("review") end),
+          arrange_lead_routing = arrange.lead(band, "routing") == nil,
+          arrange_lead_review = arrange.lead(band, "review") == nil,
+          reviewer = band:reviewer().name,
+          reviewer_for_sonny = band:reviewer(band.sonny).name,
+          players = names(band:players()),
+          arrange_players = names(arrange.players(band)),
+          leads = names(arrange.leads(band)),
+          comp = (function()
+            local t = {}
+            for i, n in ipairs(arrange.comp(band:members(), "x", { max_tokens = 2 })) do t[i] = n.player end
+            return t
+          end)(),
+          plays = plays,
+          playable = arrange.playable(band.basie) == band.basie.plays and arrange.playable(band.sonny) == band.sonny.plays,
+        }"#,
+    );
+    let c = start("who_plays", &text).await.unwrap();
+    let (answer, _) = perform(&c, "rules").await;
+    let out = &answer.data;
+    assert_eq!(
+        out["lead"], "sonny",
+        "the embedder before it never leads: {out:#}"
+    );
+    assert_eq!(out["arrange_lead"], "sonny");
+    for k in ["lead_routing", "lead_tuning", "lead_review"] {
+        assert!(
+            out[k].as_str().unwrap().contains("only route"),
+            "{k}: {out:#}"
+        );
+    }
+    assert_eq!(out["arrange_lead_routing"], true);
+    assert_eq!(out["arrange_lead_review"], true);
+    assert_eq!(
+        out["reviewer"], "sonny",
+        "the review section's embedder never reviews"
+    );
+    assert_eq!(out["reviewer_for_sonny"], "monk");
+    let players = serde_json::json!(["sonny", "monk", "ella"]);
+    assert_eq!(out["players"], players);
+    assert_eq!(out["arrange_players"], players);
+    assert_eq!(out["leads"], serde_json::json!(["sonny", "ella", "monk"]));
+    assert_eq!(
+        out["comp"],
+        serde_json::json!(["sonny", "monk", "ella"]),
+        "only players comp"
+    );
+    assert_eq!(
+        out["plays"],
+        serde_json::json!({ "ears": false, "basie": false, "duke": false, "tuner": false,
+                            "sonny": true, "monk": true, "ella": true })
+    );
+    assert_eq!(out["playable"], true);
+
+    // The whole arrangement: the routers stay off stage.
+    let (answer, _) = perform(&c, "perform").await;
+    let t = &answer.data["trace"];
+    assert_eq!(t["solo"]["player"], "sonny", "{t:#}");
+    assert_eq!(strings(&t["comp"]["players"]), ["ella", "monk"], "{t:#}");
+    assert_eq!(t["reviews"][0]["reviewer"], "monk", "{t:#}");
+    for i in t["instruments"].as_array().unwrap() {
+        let name = i["name"].as_str().unwrap();
+        assert!(
+            ["sonny", "monk", "ella"].contains(&name),
+            "{name} played: {t:#}"
+        );
+    }
+}
+
+/// Who a shipped score's instruments become in [`every_shipped_score_plays`]: scripted
+/// stand-ins that say who they are (reviewers approve, routers name a section).
+fn stand_in(name: &str, section: &str) -> (String, std::path::PathBuf) {
+    let script = match section {
+        "review" => APPROVE.to_string(),
+        "routing" => "analysis".to_string(),
+        _ => format!(
+            "{} plays the {section} part.",
+            orchestra::narrate::stage_name(name)
+        ),
+    };
+    let path = model(&format!("shipped-{name}-{section}"), &script);
+    (script, path)
+}
+
+#[tokio::test]
+async fn every_shipped_score_plays_on_scripted_stand_ins() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scores");
+    let cases: &[(&str, &str, bool)] = &[
+        // (score, the section that answers, whether a reviewer checks it)
+        ("default.lua", "code", true),
+        ("pocket.lua", "code", true),
+        ("code_review.lua", "code", true),
+        ("cascade.lua", "analysis", true),
+        ("jam.lua", "analysis", false),
+        ("rehearsal.lua", "code", true),
+    ];
+    for (file, section, reviewed) in cases {
+        let path = dir.join(file);
+        let report = orchestra::score::check(orchestra::score::ScoreSource::file(&path), options())
+            .await
+            .unwrap_or_else(|e| panic!("scores/{file} checks:\n{e}"));
+        assert!(
+            !report.notes.iter().any(|n| n.contains("deprecated")),
+            "scores/{file} uses no deprecated form: {:?}",
+            report.notes
+        );
+        let mut opts = options();
+        let mut scripts = std::collections::HashMap::new();
+        for i in report.bands.iter().flat_map(|b| &b.instruments) {
+            if *file == "rehearsal.lua" {
+                scripts.insert(i.name.clone(), script(&i.name).to_string());
+                continue;
+            }
+            let (said, file) = stand_in(&i.name, &i.section);
+            scripts.insert(i.name.clone(), said);
+            opts = opts.with_model_override(&i.name, file);
+        }
+        let c =
+            orchestra::score::Conductor::start(orchestra::score::ScoreSource::file(&path), opts)
+                .await
+                .unwrap_or_else(|e| panic!("scores/{file} loads:\n{e}"));
+        let (answer, _) = perform(&c, "write a python function that reverses a list").await;
+        let player = answer.data["player"].as_str().unwrap_or_default();
+        assert_eq!(
+            answer.data["section"], *section,
+            "{file}: {:#}",
+            answer.data
+        );
+        assert_eq!(answer.text, scripts[player], "{file}: {player} answered");
+        let t = &answer.data["trace"];
+        if *reviewed {
+            assert_eq!(t["reviews"][0]["verdict"], "approve", "{file}: {t:#}");
+            assert_ne!(t["reviews"][0]["reviewer"], player, "{file}");
         }
     }
 }

@@ -25,11 +25,11 @@ fn standard_score() -> String {
     score(
         &["code", "creative", "analysis", "review"],
         &members,
-        r#"route.rules {
+        r#"local router = route.rules {
           { name = "code words", when = route.keywords { "function", "rust" }, section = "code" },
           { otherwise = "analysis" },
         }
-        return arrange.perform(band, req, { comp = { max_tokens = 16 }, review = { rounds = 1 } })"#,
+        return arrange.perform(band, req, { router = router, comp = { max_tokens = 16 }, review = { rounds = 1 } })"#,
     )
 }
 
@@ -53,6 +53,7 @@ async fn a_trace_renders_as_a_readable_table() {
         "with notes from 2 players",
         "  review 1  Rejecter on Sonny: revise — too short; no tests",
         "  revise 1  Sonny — ",
+        "  review 2  Rejecter on Sonny: revise — too short; no tests",
         "  answer    Sonny (code), ",
         "1 revision",
         "tempo (tokens/s) and swing (1.0 = perfectly steady timing)",
@@ -128,6 +129,8 @@ async fn the_narrator_prints_and_speaks_the_story_of_a_performance() {
             "Rejecter is reviewing Sonny's solo.",
             "Rejecter wants another take.",
             "Sonny plays it again.",
+            "Rejecter is reviewing Sonny's solo.",
+            "Rejecter wants another take.",
         ]
     );
     let on_stage = |l: &String| !l.ends_with("walking on stage.");

@@ -285,6 +285,58 @@ fn generate_and_inspect_take_an_hf_reference_like_a_score_does() {
 }
 
 #[test]
+fn every_command_that_takes_a_model_takes_a_reference_and_pull() {
+    let cache = common::scratch().join("hf-cache-every");
+    let alpha = rehearsal("alpha", ALPHA, TensorType::Q8_0);
+    hub_cache_with(&cache, "org/alpha-GGUF", "alpha-Q8_0.gguf", &alpha);
+    let orchestra_hub = |args: &[&str], offline: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestra"));
+        cmd.args(args)
+            .env("ORCHESTRA_HOME", common::scratch().join("home"))
+            .env("HF_HUB_CACHE", &cache)
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        cmd.output().unwrap()
+    };
+    let cached = "hf:org/alpha-GGUF/alpha-Q8_0.gguf";
+    let bench = format!("bench --model {cached} --tokens 4 --streams 1 --repeat 1");
+    let out = orchestra_hub(&bench.split(' ').collect::<Vec<_>>(), true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("alpha"), "{}", stdout(&out));
+
+    let missing = "hf:org/alpha-GGUF/missing-Q8_0.gguf";
+    let commands: [&[&str]; 4] = [
+        &["generate", "-m", missing, "x"],
+        &["inspect", missing],
+        &["bench", "--model", missing],
+        &["bench-score", "--model", missing],
+    ];
+    for args in commands {
+        // Without a terminal to ask on, a missing model is refused with the way out...
+        let out = orchestra_hub(args, false);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("orchestra pull hf:org/alpha-GGUF/missing-Q8_0.gguf"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("pass --pull"), "{args:?}: {err}");
+        // ...and the `--pull` it names is there: offline, the pull says what is missing.
+        let out = orchestra_hub(&[args, &["--pull"]].concat(), true);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("HF_HUB_OFFLINE is set"),
+            "{args:?} --pull: {err}"
+        );
+    }
+}
+
+#[test]
 fn inspect_reports_the_file_type_and_the_tensor_type_mix() {
     let model = rehearsal("alpha", ALPHA, TensorType::Q8_0);
     let out = orchestra(&["inspect", model.to_str().unwrap()]);

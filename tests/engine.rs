@@ -83,23 +83,77 @@ fn greedy_output_under_continuous_batching_equals_the_request_run_alone() {
 
 #[test]
 fn a_new_request_joins_the_running_batch_without_waiting() {
-    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::F16), &opts(2)).unwrap();
-    // A long runner: past the end of its script it starts over (ignore_eos).
+    // A long runner: past the end of its script it starts over (ignore_eos) until its
+    // 4096-token context is full, thousands of steps after the short request's ten.
+    let options = LoadOptions {
+        context: 4096,
+        ..opts(2)
+    };
+    let model = Model::load(rehearsal("alpha", ALPHA, TensorType::F16), &options).unwrap();
     let mut long = model
-        .generate(greedy("long").with_max_tokens(200).with_ignore_eos(true))
+        .generate(
+            greedy("long")
+                .with_max_tokens(100_000)
+                .with_ignore_eos(true),
+        )
         .unwrap();
     assert!(matches!(long.blocking_next(), Some(StreamItem::Text(_))));
     let short = run(&model, greedy("short"));
     assert_eq!(short.text, ALPHA);
-    // The long one is still going: the short one did not wait for it.
-    let mut long_done = false;
-    while let Some(item) = long.blocking_next() {
-        if let StreamItem::Done(c) = item {
-            assert_eq!(c.completion_tokens, 200);
-            long_done = true;
-        }
+    // The worker frees a slot before it sends `Done`, so once the short answer is in,
+    // only requests still decoding count as active. An engine that ran requests one
+    // after the other would have made the short one wait for the whole long one, and
+    // nothing would be active now.
+    assert_eq!(
+        model.active_requests(),
+        1,
+        "the long request is still running when the short one has finished"
+    );
+    // And it goes on streaming.
+    for _ in 0..20 {
+        assert!(matches!(long.blocking_next(), Some(StreamItem::Text(_))));
     }
-    assert!(long_done);
+}
+
+#[test]
+fn random_weights_give_each_batched_request_the_answer_it_gets_alone() {
+    // The rehearsal models answer from the last token alone (their attention adds
+    // nothing), so they cannot show a request reading or writing a neighbour's KV
+    // cells. Random weights attend over the whole context: every prompt below ends in
+    // the same template tokens, yet each gets its own answer, so a request that
+    // decoded against another slot's cells would answer differently.
+    let prompts = [
+        "the quick brown fox jumps over the lazy dog",
+        "zebra",
+        "one two three four five six seven eight nine ten eleven twelve",
+        "a cat",
+        "what is the capital of France and why",
+        "x y",
+    ];
+    let req = |p: &str| greedy(p).with_max_tokens(24).with_ignore_eos(true);
+    let path = tiny_random(TensorType::F32);
+    let alone: Vec<String> = {
+        let model = Model::load(&path, &opts(1)).unwrap();
+        prompts.iter().map(|p| run(&model, req(p)).text).collect()
+    };
+    let distinct: std::collections::HashSet<&String> = alone.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        prompts.len(),
+        "each prompt has its own answer alone: {alone:#?}"
+    );
+    // A fresh model (no prompt cache), four slots: the six requests are decoded in
+    // shared batches, and the last two take slots the first ones freed.
+    let model = Model::load(&path, &opts(4)).unwrap();
+    let gens: Vec<_> = prompts
+        .iter()
+        .map(|p| model.generate(req(p)).unwrap())
+        .collect();
+    for (i, g) in gens.into_iter().enumerate() {
+        let c = g.blocking_finish_with(|_| {}).unwrap();
+        assert_eq!(c.text, alone[i], "request {i} ({:?})", prompts[i]);
+        assert_eq!(c.completion_tokens, 24, "request {i}");
+    }
 }
 
 #[test]
@@ -184,25 +238,34 @@ fn a_grammar_constrains_even_a_random_model() {
 }
 
 #[test]
-fn the_same_seed_samples_the_same_text() {
+fn the_same_seed_samples_the_same_text_and_other_seeds_other_text() {
     let model = Model::load(tiny_random(TensorType::Q8_0), &opts(2)).unwrap();
-    let sampling = SamplingParams {
-        temperature: 1.5,
-        top_k: 0,
-        top_p: 1.0,
-        min_p: 0.0,
-        repeat_penalty: 1.1,
-        seed: Some(42),
-        ..SamplingParams::default()
+    let seeded = |seed: u32| {
+        let sampling = SamplingParams {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.1,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        greedy("seeded")
+            .with_sampling(sampling)
+            .with_max_tokens(24)
+            .with_ignore_eos(true)
     };
-    let req = greedy("seeded")
-        .with_sampling(sampling)
-        .with_max_tokens(24)
-        .with_ignore_eos(true);
-    let a = run(&model, req.clone());
-    let b = run(&model, req);
+    let a = run(&model, seeded(42));
+    let b = run(&model, seeded(42));
     assert_eq!(a.text, b.text);
     assert_eq!(a.completion_tokens, 24);
+    // An engine that ignored the seed (a fixed one, or fresh entropy every time) fails
+    // one of the two checks: the same seed repeats, different seeds differ.
+    let texts: std::collections::HashSet<String> = [1, 2, 3, 4, 42]
+        .into_iter()
+        .map(|seed| run(&model, seeded(seed)).text)
+        .collect();
+    assert_eq!(texts.len(), 5, "each seed samples its own text: {texts:#?}");
 }
 
 #[test]

@@ -142,7 +142,7 @@ fn replace_with(path: &Path, bytes: &[u8]) {
 
 /// `whole` (the file at `path`) with its first tensor's type set to 200.
 fn with_unknown_tensor_type(path: &Path, whole: &[u8]) -> Vec<u8> {
-    let header = orchestra::synth::read_header(path).unwrap();
+    let header = orchestra::gguf::read_header(path).unwrap();
     let first = &header.tensors[0];
     let mut name = (first.name.len() as u64).to_le_bytes().to_vec();
     name.extend_from_slice(first.name.as_bytes());

@@ -7,11 +7,13 @@
 //! regression case in the table of its test. Each test prints how many cases it ran
 //! (`--nocapture`).
 
+mod gguf_damage;
 mod serve_support;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use gguf_damage::mutate;
 use orchestra::engine::{
     CallFilter, ChatMessage, ChatTemplate, Family, LoadOptions, Tool, ToolCall, ToolFormat,
     parse_tool_calls,
@@ -75,7 +77,7 @@ fn fuzz_dir(test: &str) -> PathBuf {
 
 /// Reads a header the way `inspect` and the stage do; a panic fails the test.
 fn read_everything(path: &Path) -> Result<(), String> {
-    match orchestra::synth::read_header(path) {
+    match orchestra::gguf::read_header(path) {
         Ok(h) => {
             let _ = (
                 h.architecture(),
@@ -97,6 +99,11 @@ fn read_everything(path: &Path) -> Result<(), String> {
                 let _ = (t.element_count(), t.byte_size());
             }
             let _ = orchestra::stage::estimate(path, &LoadOptions::default());
+            // Validation reads on (token strings again, byte-exact): it must refuse
+            // with words, never panic.
+            if let Err(e) = orchestra::gguf::validate(&h) {
+                assert!(e.to_string().len() > 10, "a terse error: {e}");
+            }
             Ok(())
         }
         Err(e) => {
@@ -126,42 +133,6 @@ fn arbitrary_gguf(r: &mut ChaCha8Rng) -> Vec<u8> {
         } else {
             r.random()
         });
-    }
-    b
-}
-
-/// Changes a real header: a flipped byte, an extreme number, a cut, a repeat.
-fn mutate(r: &mut ChaCha8Rng, header: &[u8]) -> Vec<u8> {
-    let mut b = header.to_vec();
-    for _ in 0..r.random_range(1..4) {
-        if b.is_empty() {
-            break;
-        }
-        let at = r.random_range(0..b.len());
-        match r.random_range(0..6) {
-            0 => b[at] ^= 1 << r.random_range(0..8),
-            1 => b[at] = r.random(),
-            2 => {
-                let v: u64 = *pick(r, &[0, 1, 4, 255, u32::MAX as u64, 1 << 40, u64::MAX]);
-                let bytes = v.to_le_bytes();
-                let n = if r.random_bool(0.5) { 4 } else { 8 };
-                for (i, x) in bytes[..n].iter().enumerate() {
-                    if at + i < b.len() {
-                        b[at + i] = *x;
-                    }
-                }
-            }
-            3 => b.truncate(at),
-            4 => {
-                let end = (at + r.random_range(1..64)).min(b.len());
-                let piece = b[at..end].to_vec();
-                b.splice(at..at, piece);
-            }
-            _ => {
-                let end = (at + r.random_range(1..32)).min(b.len());
-                b.drain(at..end);
-            }
-        }
     }
     b
 }
@@ -202,7 +173,7 @@ fn the_gguf_header_reader_survives_arbitrary_bytes_and_mutated_real_headers() {
             .expect("a rehearsal model"),
     );
     for model in [tiny, rehearsal] {
-        let h = orchestra::synth::read_header(&model).unwrap();
+        let h = orchestra::gguf::read_header(&model).unwrap();
         let bytes = std::fs::read(&model).unwrap();
         real.push((bytes[..h.data_offset as usize].to_vec(), h.file_size));
     }

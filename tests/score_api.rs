@@ -255,7 +255,8 @@ async fn the_band_picks_players_by_section() {
           others = names(band:others(band.coltrane)),
           others2 = names(band:others({ "coltrane", band.ella })),
           reviewer = band:reviewer().name,
-          reviewer_not = band:reviewer { ["not"] = band.mingus }.name,
+          reviewer_not = band:reviewer { except = band.mingus }.name,
+          reviewer_for = band:reviewer(band.mingus).name,
           has_code = band:has("code"), has_jazz = band:has("jazz"), has_monk = band:has("monk"),
           count = #band, sections = band:sections(), same = band.coltrane == band:lead("code"),
           lead_err = lead_err, index_err = index_err, str = tostring(band),
@@ -269,6 +270,7 @@ async fn the_band_picks_players_by_section() {
     assert_eq!(out["others2"], serde_json::json!(["monk", "mingus"]));
     assert_eq!(out["reviewer"], "mingus");
     assert_eq!(out["reviewer_not"], "coltrane");
+    assert_eq!(out["reviewer_for"], "coltrane");
     assert_eq!(out["has_code"], true);
     assert_eq!(out["has_jazz"], false);
     assert_eq!(out["has_monk"], true);
@@ -643,4 +645,41 @@ async fn an_idle_model_unloads_after_the_bands_idle_unload() {
     .await;
     assert_eq!(out["right_after"], true);
     assert_eq!(out["later"], false);
+}
+
+#[tokio::test]
+async fn deprecated_forms_are_reported_once_at_the_scores_line() {
+    let path = write_score(
+        "deprecated",
+        &format!(
+            "{PREAMBLE}\nfor _ = 1, 3 do\n  orchestra.deprecated(\"`old.call(x)`\", \"write `new.call(x)`\")\nend\norchestra.deprecated(\"`other.call()`\", \"write `better()`\")\nreturn {{ perform = function(req) return \"\" end }}\n"
+        ),
+    );
+    let report = orchestra::score::check(orchestra::score::ScoreSource::file(&path), options())
+        .await
+        .unwrap();
+    let deprecated: Vec<&String> = report
+        .notes
+        .iter()
+        .filter(|n| n.contains("deprecated:"))
+        .collect();
+    assert_eq!(deprecated.len(), 2, "once per form: {deprecated:?}");
+    assert!(
+        deprecated[0].ends_with("score.lua:13: deprecated: `old.call(x)`; write `new.call(x)`"),
+        "{deprecated:?}"
+    );
+    assert!(deprecated[1].contains("score.lua:15: deprecated: `other.call()`"));
+
+    // While playing, the same goes to `tracing` as a warning.
+    let logs = captured_logs();
+    let c = start(&path).await.unwrap();
+    c.perform(Request::prompt("x")).await.unwrap();
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let warned = text
+        .lines()
+        .filter(|l| {
+            l.contains("WARN") && l.contains("deprecated/score.lua:13: deprecated: `old.call(x)`")
+        })
+        .count();
+    assert_eq!(warned, 1, "{text}");
 }

@@ -247,3 +247,83 @@ async fn an_instrument_removed_by_a_reload_leaves_the_stage() {
         "ella's model left the stage when the score dropped her"
     );
 }
+
+/// A score with one instrument, `solo`, playing the rehearsal member `member`'s file;
+/// `tail` goes after the band (a broken tail makes the version fail to load).
+fn solo_on(member: &str, tail: &str) -> String {
+    format!(
+        r#"local band = orchestra.band {{ memory = "2GiB" }}
+band:add("solo", {{
+  model = orchestra.rehearsal_model({member:?}),
+  section = "code",
+  context = 512,
+  slots = 2,
+  sampling = {{ temperature = 0 }},
+}})
+{tail}
+return {{ perform = function(req) return band.solo:generate("x") end }}
+"#
+    )
+}
+
+fn solo_status(c: &Conductor) -> orchestra::stage::ModelStatus {
+    c.stage_status()
+        .models
+        .into_iter()
+        .find(|m| m.name == "solo")
+        .expect("solo is on the stage")
+}
+
+#[tokio::test]
+async fn a_broken_version_leaves_the_stage_untouched() {
+    let path = write_score("broken_leaves_stage", &solo_on("coltrane", ""));
+    let c = start(&path).await.unwrap();
+    assert_eq!(answer(&c).await, script("coltrane"));
+    let before = solo_status(&c);
+    assert!(before.resident);
+    let mut events = c.events().subscribe();
+    // Points `solo` at another file, then fails: the stage must not follow it.
+    std::fs::write(
+        &path,
+        solo_on("ella", "band:add(\"late\", { model = orchestra.rehearsal_model(\"monk\"), section = \"code\" })\nerror(\"not finished\")"),
+    )
+    .unwrap();
+    let ev = c.reload().await.unwrap();
+    assert!(!ev.ok, "{ev:?}");
+    let after = solo_status(&c);
+    assert_eq!(after.path, before.path, "the old version's file stays");
+    assert!(after.resident, "its model stays loaded");
+    assert!(
+        c.stage_status().models.iter().all(|m| m.name != "late"),
+        "an instrument only the broken version named is not on the stage"
+    );
+    assert_eq!(answer(&c).await, script("coltrane"));
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(
+                e.kind,
+                EventKind::ModelEvicted { .. } | EventKind::ModelLoading { .. }
+            ),
+            "the stage changed for a rejected version: {e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_instrument_whose_file_changed_plays_the_new_file_after_a_reload() {
+    let path = write_score("file_changed", &solo_on("coltrane", ""));
+    let c = start(&path).await.unwrap();
+    assert_eq!(answer(&c).await, script("coltrane"));
+    std::fs::write(&path, solo_on("ella", "")).unwrap();
+    let ev = c.reload().await.unwrap();
+    assert!(ev.ok, "{ev:?}");
+    assert_eq!(answer(&c).await, script("ella"), "the new file plays");
+    let status = solo_status(&c);
+    assert!(
+        status.path.to_string_lossy().contains("ella"),
+        "{}",
+        status.path.display()
+    );
+    // Only the new copy is counted.
+    assert_eq!(c.stage_status().used, status.footprint_bytes.unwrap());
+}

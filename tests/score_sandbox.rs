@@ -252,7 +252,7 @@ async fn a_runaway_loop_while_loading_fails_the_load() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("loading the score used more than 200 ms"),
+            .contains("loading the score used more than 200ms"),
         "{err}"
     );
 }

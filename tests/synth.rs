@@ -3,9 +3,8 @@
 //! decode with finite logits, and llama.cpp agrees with our header reader.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -40,32 +39,6 @@ fn backend() -> &'static LlamaBackend {
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
         LlamaBackend::init().expect("llama.cpp backend initialises once per process")
     })
-}
-
-/// A temporary directory removed when dropped (`tempfile` is not a dependency).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "orchestra-synth-it-{label}-{}-{n}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn load(path: &Path) -> LlamaModel {
@@ -206,10 +179,10 @@ const SCRIPTS: &[(&str, &str)] = &[
 
 #[test]
 fn rehearsal_models_replay_their_script_in_every_dtype() {
-    let dir = TempDir::new("dtypes");
+    let dir = tempfile::tempdir().unwrap();
     for &(name, script) in SCRIPTS {
         for dtype in DTYPES {
-            let path = dir.join(&format!("{name}-{dtype}.gguf"));
+            let path = dir.path().join(format!("{name}-{dtype}.gguf"));
             let info = synth::write_rehearsal_model(name, script, &path, dtype).unwrap();
             assert_eq!(info.text, script);
             assert_replays(&path, script, &format!("{name} in {dtype}"));
@@ -219,14 +192,14 @@ fn rehearsal_models_replay_their_script_in_every_dtype() {
 
 #[test]
 fn long_and_repetitive_scripts_replay() {
-    let dir = TempDir::new("long");
+    let dir = tempfile::tempdir().unwrap();
     // 300 distinct pieces widen the model to n_embd 320 (10 heads of 32).
     let long: Vec<String> = (0..300).map(|i| format!("bar{i}")).collect();
     let long = long.join(" ");
     let chant = "la ".repeat(60) + "da capo";
     for (name, script) in [("long", long.as_str()), ("chant", chant.as_str())] {
         for dtype in [TensorType::F16, TensorType::Q8_0] {
-            let path = dir.join(&format!("{name}-{dtype}.gguf"));
+            let path = dir.path().join(format!("{name}-{dtype}.gguf"));
             let info = synth::write_rehearsal_model(name, script, &path, dtype).unwrap();
             if name == "long" {
                 assert_eq!(info.n_embd, 320);
@@ -238,8 +211,8 @@ fn long_and_repetitive_scripts_replay() {
 
 #[test]
 fn rehearsal_band_members_replay_their_scripts() {
-    let dir = TempDir::new("band");
-    let paths = synth::write_rehearsal_band(&dir.0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = synth::write_rehearsal_band(dir.path()).unwrap();
     let band = synth::rehearsal_band();
     assert_eq!(paths.len(), band.len());
     for (member, path) in band.iter().zip(&paths) {
@@ -252,9 +225,9 @@ fn rehearsal_band_members_replay_their_scripts() {
 
 #[test]
 fn replay_ignores_the_prompt_and_the_batch_size() {
-    let dir = TempDir::new("prompts");
+    let dir = tempfile::tempdir().unwrap();
     let script = "Moonlight hums a slow blue tune, and the whole city sways along.";
-    let path = dir.join("ella.gguf");
+    let path = dir.path().join("ella.gguf");
     synth::write_rehearsal_model("ella", script, &path, TensorType::Q8_0).unwrap();
     let model = load(&path);
     let long_user = "tell me about the band and the music ".repeat(40);
@@ -282,8 +255,8 @@ fn replay_ignores_the_prompt_and_the_batch_size() {
 fn chatml_prompts_end_in_a_token_no_script_uses() {
     // The replay contract: the prompt's last token is not a script piece. For ChatML
     // that token is the newline byte token.
-    let dir = TempDir::new("newline");
-    let path = dir.join("code.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("code.gguf");
     let (_, script) = SCRIPTS[2];
     synth::write_rehearsal_model("code", script, &path, TensorType::F16).unwrap();
     let model = load(&path);
@@ -300,13 +273,13 @@ fn chatml_prompts_end_in_a_token_no_script_uses() {
 
 #[test]
 fn random_models_decode_with_finite_logits_in_every_dtype() {
-    let dir = TempDir::new("random");
+    let dir = tempfile::tempdir().unwrap();
     for dtype in DTYPES {
         let spec = LlamaSpec {
             dtype,
             ..synth::tiny_spec()
         };
-        let path = dir.join(&format!("tiny-{dtype}.gguf"));
+        let path = dir.path().join(format!("tiny-{dtype}.gguf"));
         synth::write_model(&spec, &path).unwrap();
         let model = load(&path);
         let out = generate(&model, &chatml("babble"), 20, 512, false);
@@ -317,15 +290,15 @@ fn random_models_decode_with_finite_logits_in_every_dtype() {
 
 #[test]
 fn llama_cpp_agrees_with_the_header_reader() {
-    let dir = TempDir::new("agree");
+    let dir = tempfile::tempdir().unwrap();
     let spec = LlamaSpec {
         n_vocab: 2000,
         dtype: TensorType::Q8_0,
         ..synth::tiny_spec()
     };
-    let path = dir.join("tiny.gguf");
+    let path = dir.path().join("tiny.gguf");
     synth::write_model(&spec, &path).unwrap();
-    let header = synth::read_header(&path).unwrap();
+    let header = orchestra::gguf::read_header(&path).unwrap();
     let model = load(&path);
     assert_eq!(model.n_vocab() as u64, header.vocab_size().unwrap());
     assert_eq!(model.n_vocab(), 2000);
@@ -365,12 +338,12 @@ fn llama_cpp_agrees_with_the_header_reader() {
 /// prints timings with `--nocapture`.
 #[test]
 fn bench_model_is_written_quickly_and_runs() {
-    let dir = TempDir::new("bench");
-    let path = dir.join("bench.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.gguf");
     let started = Instant::now();
     let bytes = synth::write_model(&synth::bench_spec(), &path).unwrap();
     let written = started.elapsed();
-    let header = synth::read_header(&path).unwrap();
+    let header = orchestra::gguf::read_header(&path).unwrap();
     println!(
         "bench model: {:.1} M parameters, {:.1} MB, written in {:.2} s",
         header.parameter_count() as f64 / 1e6,

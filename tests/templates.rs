@@ -240,7 +240,7 @@ fn python_isms_work() {
 #[ignore = "needs the real test models: scripts/fetch-test-models"]
 fn qwen_gguf_template_is_the_stored_one() {
     let path = common::real::real_model(common::real::Real::Qwen);
-    let h = orchestra::synth::read_header(&path).unwrap();
+    let h = orchestra::gguf::read_header(&path).unwrap();
     let stored = std::fs::read_to_string(data().join("qwen2.5.jinja")).unwrap();
     assert_eq!(h.chat_template(), Some(stored.as_str()));
 }

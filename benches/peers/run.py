@@ -10,7 +10,13 @@ context, and measures both with the same client code:
   * 1/4/8/16 concurrent streaming clients (`orchestra bench-serve --url`, both);
   * a 10-turn agent conversation (2,000-token system prompt, ~200 tokens added per
     turn): time to first token per turn, prompt caches on both sides;
-plus llama-bench pp512/tg128 for context. Writes BENCHMARKS.md (ratios first).
+  * the engine without HTTP (`orchestra bench`): single-stream decode against
+    llama-bench tg128, prompt processing against pp512;
+  * load time (`orchestra bench`'s warm load) and swap time (the score unloads and
+    reloads its instrument) against llama-server's start-to-healthy time;
+  * a full arrangement (route + 2 comping + solo + 1 review, `arrange.perform`) against
+    the solo alone, both through `orchestra serve`.
+Writes BENCHMARKS.md (ratios first).
 """
 
 import argparse
@@ -29,6 +35,7 @@ HOME = os.environ.get("ORCHESTRA_HOME", os.path.expanduser("~/.cache/orchestra")
 ORCHESTRA = os.path.join(ROOT, "target", "release", "orchestra")
 SLOTS = 16
 CTX = 6144  # per slot on both sides (the agent conversation grows to ~4.5k tokens)
+ARRANGE_COMP_TOKENS = 48
 
 
 def free_port():
@@ -66,8 +73,21 @@ def start_orchestra(model):
         f.write(
             "-- written by benches/peers/run.py\n"
             'local band = orchestra.band { memory = "16GiB" }\n'
-            f'band:add("bench", {{ model = {json.dumps(model)}, section = "analysis", context = {CTX}, slots = {SLOTS} }})\n'
-            "return { perform = function(req) return band.bench:chat(req) end }\n"
+            'local arrange = require("orchestra.arrange")\n'
+            'local route = require("orchestra.route")\n'
+            f'band:add("bench", {{ model = {json.dumps(model)}, section = "code", context = {CTX}, slots = {SLOTS} }})\n'
+            # The arrangement's other players: same GGUF, their own contexts.
+            f'band:add("comp1", {{ model = {json.dumps(model)}, section = "creative", context = 2048, slots = 2 }})\n'
+            f'band:add("comp2", {{ model = {json.dumps(model)}, section = "analysis", context = 2048, slots = 2 }})\n'
+            f'band:add("critic", {{ model = {json.dumps(model)}, section = "review", context = 4096, slots = 2 }})\n'
+            'local router = route.rules({ { when = route.keywords({ "function" }), section = "code" }, { otherwise = "code" } }, { band = band })\n'
+            "return { perform = function(req)\n"
+            # Swap: evict the soloist and load it again (what the stage does under memory pressure).
+            '  if req.prompt == "__swap__" then\n'
+            '    band.bench:unload(); assert(band.bench:load()); return tostring(band.bench:info().load_ms)\n'
+            '  end\n'
+            f"  return arrange.perform(band, req, {{ router = router, comp = {{ max_tokens = {ARRANGE_COMP_TOKENS} }}, review = {{ rounds = 1, max_tokens = {ARRANGE_COMP_TOKENS} }} }})\n"
+            "end }\n"
         )
     proc = subprocess.Popen(
         [ORCHESTRA, "serve", score, "--port", str(port), "--max-in-flight", str(SLOTS), "--no-watch"],
@@ -153,14 +173,90 @@ def agent_turns(base, model, turns, system_words, turn_words):
     return out
 
 
-def llama_bench(bindir, model):
+def llama_bench(bindir, model, repeat):
     out = subprocess.run(
         [os.path.join(bindir, "llama-bench"), "-m", model, "-p", "512", "-n", "128", "-t",
-         str(os.cpu_count()), "-o", "json"], capture_output=True, text=True, check=True).stdout
+         str(os.cpu_count()), "-r", str(repeat), "-o", "json"], capture_output=True, text=True, check=True).stdout
     res = {}
     for r in json.loads(out):
         res["pp512" if r["n_prompt"] else "tg128"] = r["avg_ts"]
     return res
+
+
+def engine_bench(path, repeat):
+    """`orchestra bench` on one stream: (decode tok/s, prompt tok/s of ~512 tokens,
+    cold load ms, warm load ms), the engine without HTTP."""
+    out = subprocess.run(
+        [ORCHESTRA, "bench", "--model", path, "--streams", "1", "--tokens", "128", "--prompt", "512",
+         "--repeat", str(repeat)], capture_output=True, text=True, check=True).stdout
+    decode = prompt = cold = warm = 0.0
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0] == "1":
+            decode = float(cells[2])
+        if line.startswith("prompt processing:"):
+            prompt = float(line.split(" at ")[1].split()[0])
+        if line.startswith("load:"):
+            cold = float(line.split("cold ")[1].split()[0])
+            warm = float(line.split("warm ")[1].split()[0])
+    return decode, prompt, cold, warm
+
+
+def llama_server_load_ms(bindir, model, tries):
+    """llama-server's start to its first healthy answer (it answers 503 while loading),
+    best of `tries`, with the same slots and context as the benchmark."""
+    best = float("inf")
+    for _ in range(tries):
+        port = free_port()
+        t0 = time.time()
+        proc = subprocess.Popen(
+            [os.path.join(bindir, "llama-server"), "-m", model, "--port", str(port), "-np", str(SLOTS),
+             "-c", str(CTX * SLOTS), "-t", str(os.cpu_count()), "--no-webui"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    sys.exit(f"llama-server exited while loading {model}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except Exception:
+                    pass
+                time.sleep(0.01)
+            best = min(best, (time.time() - t0) * 1000)
+        finally:
+            proc.terminate()
+            proc.wait()
+    return best
+
+
+def timed_post(base, body):
+    t0 = time.time()
+    r = post(base + "/v1/chat/completions", body)
+    return (time.time() - t0) * 1000, r
+
+
+def swap_ms(base, tries):
+    """The score unloads its instrument and loads it again: (the swap's wall ms through
+    HTTP, the raw load's ms as the engine timed it), best of `tries`."""
+    body = {"model": "orchestra", "max_tokens": 1, "messages": [{"role": "user", "content": "__swap__"}]}
+    runs = []
+    for _ in range(tries):
+        ms, r = timed_post(base, body)
+        runs.append((ms, float(r["choices"][0]["message"]["content"])))
+    return min(runs)
+
+
+def arrangement_vs_solo(base, tokens, tries):
+    """Wall ms of the solo alone (the instrument) and of the full arrangement (route, two
+    comping, the solo, one review) for the same request; best of `tries` each."""
+    def body(model, i):
+        return {"model": model, "max_tokens": tokens, "temperature": 0,
+                "messages": [{"role": "user", "content": f"{i}: write a function that reverses a string"}]}
+    solo = min(timed_post(base, body("bench", i))[0] for i in range(tries))
+    full = min(timed_post(base, body("orchestra", i))[0] for i in range(tries))
+    return solo, full
 
 
 def model_path(name):
@@ -195,13 +291,16 @@ def main():
     lines = ["# Benchmarks: orchestra vs llama.cpp's own tools", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}. "
              f"Peers: llama-server/llama-bench from llama-cpp-python 0.3.36's llama.cpp (build.sh), "
-             f"same CPU flags. Slots {SLOTS}, {CTX} tokens per slot on both servers. "
+             f"same CPU flags, llamafile {'ON' if 'build-llamafile' in bindir else 'OFF'} (.cargo/config.toml). "
+             f"Slots {SLOTS}, {CTX} tokens per slot on both servers. "
              f"Command: `benches/peers/run.py{' --quick' if args.quick else ''}`. "
              "Ratios are orchestra / llama.cpp (higher is better for tok/s, lower for TTFT).", ""]
     for name in models:
         path = model_path(name)
         print(f"== {name}: {path}", flush=True)
-        lb = llama_bench(bindir, path)
+        lb = llama_bench(bindir, path, 2 if args.quick else 5)
+        eng = engine_bench(path, 1 if args.quick else 3)
+        peer_load = llama_server_load_ms(bindir, path, 1 if args.quick else 3)
         ours_proc, ours = start_orchestra(path)
         peer_proc, peer = start_llama_server(bindir, path)
         try:
@@ -212,11 +311,18 @@ def main():
             # slot at its 2,048-token training context, so it gets a shorter conversation.
             sizes = (60, 10) if name == "synthetic" else (1500, 150)
             agent = (agent_turns(ours, "bench", turns, *sizes), agent_turns(peer, "bench", turns, *sizes))
+            swap = swap_ms(ours, 2 if args.quick else 5)
+            arr = arrangement_vs_solo(ours, tokens, 1 if args.quick else 3)
         finally:
             ours_proc.terminate()
             peer_proc.terminate()
         lines += [f"## {name} (`{os.path.basename(path)}`)", "",
                   "| measure | orchestra | llama.cpp | ratio |", "|---|---|---|---|",
+                  f"| single-stream decode tok/s (engine vs llama-bench tg128) | {eng[0]:.1f} | {lb.get('tg128', 0):.1f} | {eng[0] / max(lb.get('tg128', 0), 1e-9):.2f}x |",
+                  f"| prompt tok/s, 512 tokens (engine vs llama-bench pp512) | {eng[1]:.1f} | {lb.get('pp512', 0):.1f} | {eng[1] / max(lb.get('pp512', 0), 1e-9):.2f}x |",
+                  f"| load ms, {SLOTS} slots x {CTX} (engine load vs llama-server start to healthy) | {swap[1]:.0f} | {peer_load:.0f} | {swap[1] / peer_load:.2f}x |",
+                  f"| swap ms, evict + reload through the score (vs llama-server start to healthy) | {swap[0]:.0f} | {peer_load:.0f} | {swap[0] / peer_load:.2f}x |",
+                  f"| swap ms vs the engine's own raw load | {swap[0]:.0f} | {swap[1]:.0f} | {swap[0] / swap[1]:.2f}x |",
                   f"| prompt tok/s (~500-token prompt, HTTP) | {pp[0]:.1f} | {pp[1]:.1f} | {pp[0] / pp[1]:.2f}x |"]
         for n in clients:
             o, p = conc[0][n], conc[1][n]
@@ -225,8 +331,10 @@ def main():
         for t in range(turns):
             a, b = agent[0][t], agent[1][t]
             lines.append(f"| agent turn {t + 1}: TTFT ms | {a:.0f} | {b:.0f} | {a / max(b, 1e-9):.2f}x |")
-        lines += ["", f"llama-bench for context: pp512 {lb.get('pp512', 0):.1f} tok/s, tg128 {lb.get('tg128', 0):.1f} tok/s.", ""]
-        print("\n".join(lines[-(8 + 2 * len(clients) + turns):]), flush=True)
+        lines += ["", f"Arrangement (route + 2 comping of {ARRANGE_COMP_TOKENS} tokens + solo of {tokens} tokens + 1 review of at most {ARRANGE_COMP_TOKENS}, "
+                  f"`arrange.perform`) against the solo alone, through `orchestra serve`: {arr[1]:.0f} ms vs {arr[0]:.0f} ms, "
+                  f"**{arr[1] / arr[0]:.2f}x**. `orchestra bench` load of one slot x 1024: cold (page cache dropped) {eng[2]:.0f} ms, warm {eng[3]:.0f} ms.", ""]
+        print("\n".join(lines[-(13 + 2 * len(clients) + turns):]), flush=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

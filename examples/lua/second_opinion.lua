@@ -18,7 +18,7 @@ return {
   perform = function(req)
     local soloist = band:lead("code")
     local draft = assert(arrange.solo(band, soloist, req))
-    draft = arrange.review(draft, band:reviewer { ["not"] = soloist }, { rounds = 1 })
+    draft = arrange.review(band:reviewer(soloist), draft, { rounds = 1 })
     return arrange.answer(req, draft)
   end,
 }

@@ -16,12 +16,19 @@ pub struct BenchArgs {
     /// Concurrent stream counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     pub streams: Vec<u32>,
-    /// Benchmark this GGUF instead of the synthetic ~150M q8_0 model.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// Benchmark this model instead of the synthetic ~150M q8_0 one: a GGUF file or a
+    /// reference as in a score (`hf:ORG/REPO/FILE.gguf`, from the cache).
+    #[arg(long, value_name = "FILE|REF")]
+    pub model: Option<String>,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<i32>,
+    #[command(flatten)]
+    pub pull: super::hub::PullFlag,
+    /// Tokens of the prompt-processing measurement (like llama-bench's pp512); 0 skips
+    /// it.
+    #[arg(long, default_value_t = 512)]
+    pub prompt: u32,
     /// Repeat each measurement and keep the best (less noise).
     #[arg(long, default_value_t = 2)]
     pub repeat: u32,
@@ -32,7 +39,7 @@ const PROMPT: &str =
 
 /// The synthetic benchmark model, written on first use.
 pub fn bench_model() -> anyhow::Result<PathBuf> {
-    let dir = super::orchestra_home().join("bench");
+    let dir = crate::home::orchestra_home().join("bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("bench-150m-q8_0.gguf");
     if !path.exists() {
@@ -79,14 +86,30 @@ fn engine_run(model: &Model, streams: u32, tokens: u32) -> anyhow::Result<(f64, 
     Ok((per_stream, total as f64 / wall))
 }
 
+/// Prompt tok/s of one request whose prompt is `tokens` tokens long; `run` makes each
+/// prompt different, so no cached prefix is reused.
+fn prompt_run(model: &Model, tokens: u32, run: u32) -> anyhow::Result<(usize, f64)> {
+    let filler: String = (0..tokens)
+        .map(|i| format!(" band{} plays", (i * 31 + run) % 97))
+        .collect();
+    let mut ids = model.tokenize(&format!("run {run}:{filler}"), false);
+    ids.truncate(tokens as usize);
+    let request = GenerateRequest::raw(model.detokenize(&ids))
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(1)
+        .with_ignore_eos(true);
+    let c = model.generate(request)?.blocking_finish_with(|_| {})?;
+    Ok((c.prompt_tokens, c.timings.prompt_tok_s))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let path = match &args.model {
-        Some(p) => p.clone(),
+        Some(m) => super::model_file(m, args.pull)?,
         None => bench_model()?,
     };
     let max_streams = args.streams.iter().copied().max().unwrap_or(1);
     let options = LoadOptions {
-        context: 1024,
+        context: 1024.max(args.prompt + 16),
         slots: max_streams,
         threads: args.threads,
         ..LoadOptions::default()
@@ -131,6 +154,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         rows.push((n, bare, best.0, best.1));
     }
+    let mut prompt = None;
+    for run in 0..args.repeat.max(1) * u32::from(args.prompt > 0) {
+        let (n, tps) = prompt_run(&model, args.prompt, run)?;
+        if prompt.is_none_or(|(_, best)| tps > best) {
+            prompt = Some((n, tps));
+        }
+    }
 
     println!(
         "model: {} — {:.1}M parameters, {} threads, {} tokens per stream",
@@ -160,6 +190,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     println!();
+    if let Some((n, tps)) = prompt {
+        println!(
+            "prompt processing: {n} tokens at {tps:.1} tok/s (engine, best of {})",
+            args.repeat.max(1)
+        );
+        println!();
+    }
     println!("tok/s: decode tokens per second after the first token, summed over streams;");
     println!("wall: all tokens over the wall time from submission, prompts included.");
     println!();

@@ -91,7 +91,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub stats: bool,
     #[command(flatten)]
-    pub pull: crate::hub::cli::PullFlag,
+    pub pull: super::hub::PullFlag,
 }
 
 /// Load a model with a progress bar on stderr (hidden when stderr is not a terminal).

@@ -22,13 +22,15 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub pull: super::hub::PullFlag,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     // An `hf:` reference names a file in the cache (offered for download when missing).
-    let path = super::model_file(&args.path.to_string_lossy(), Default::default())?;
+    let path = super::model_file(&args.path.to_string_lossy(), args.pull)?;
     let args = InspectArgs { path, ..args };
-    let h = crate::synth::read_header(&args.path)?;
+    let h = crate::gguf::read_header(&args.path)?;
     let options = LoadOptions {
         context: args.context,
         slots: args.slots,
@@ -144,7 +146,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
 /// The quantisation as llama.cpp names the file (`general.file_type`: `Q4_K_M`), or the
 /// most common tensor type when the header does not say. The two differ in real files:
 /// a Q4_K_M Qwen2.5 0.5B holds more Q5_0 than Q4_K parameters.
-fn file_type(h: &crate::synth::GgufHeader) -> Option<String> {
+fn file_type(h: &crate::gguf::GgufHeader) -> Option<String> {
     h.get_u64("general.file_type")
         .and_then(|t| u32::try_from(t).ok())
         .and_then(crate::hub::gguf::file_type_name)
@@ -160,7 +162,7 @@ struct TypeShare {
 }
 
 /// Every tensor type in the file, most parameters first.
-fn tensor_mix(h: &crate::synth::GgufHeader) -> Vec<TypeShare> {
+fn tensor_mix(h: &crate::gguf::GgufHeader) -> Vec<TypeShare> {
     let mut mix: Vec<TypeShare> = Vec::new();
     for t in &h.tensors {
         let name = t.ty.name();

@@ -2,11 +2,16 @@
 //! library the same way a Rust user would.
 
 pub mod bench;
+pub mod cache;
 pub mod check;
+pub mod console;
 pub mod generate;
+pub mod hub;
 pub mod inspect;
 pub mod openclaw;
 pub mod play;
+pub mod probe;
+pub mod progress;
 pub mod rehearse;
 pub mod repl;
 pub mod score_bench;
@@ -69,7 +74,7 @@ impl ModelFileArgs {
 /// The file a command's model argument names: a path, or an `hf:` reference resolved
 /// the way a score resolves it (the cache, `HF_HUB_OFFLINE`, and a pull when missing:
 /// `--pull` downloads, otherwise it is offered on a terminal).
-pub fn model_file(reference: &str, pull: crate::hub::cli::PullFlag) -> anyhow::Result<PathBuf> {
+pub fn model_file(reference: &str, pull: hub::PullFlag) -> anyhow::Result<PathBuf> {
     let parsed = crate::hub::ModelRef::parse(reference)?;
     match parsed {
         crate::hub::ModelRef::Local(path) => {
@@ -87,10 +92,7 @@ pub fn model_file(reference: &str, pull: crate::hub::cli::PullFlag) -> anyhow::R
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let found = rt.block_on(crate::hub::cli::ensure_models(
-                std::slice::from_ref(&hub),
-                pull.into(),
-            ))?;
+            let found = rt.block_on(hub::ensure_models(std::slice::from_ref(&hub), pull.into()))?;
             found
                 .into_iter()
                 .next()
@@ -116,17 +118,6 @@ fn parse_model_file(s: &str) -> Result<(String, PathBuf), String> {
         None => PathBuf::from(path),
     };
     Ok((name.to_owned(), path))
-}
-
-/// Where orchestra keeps what it writes itself (rehearsal and benchmark models):
-/// `$ORCHESTRA_HOME`, else the user's cache dir (`~/.cache/orchestra`).
-pub fn orchestra_home() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORCHESTRA_HOME") {
-        return PathBuf::from(p);
-    }
-    dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("orchestra")
 }
 
 /// Caps glibc's malloc arenas at 2 (unless `MALLOC_ARENA_MAX` says otherwise) for

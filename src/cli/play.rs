@@ -100,7 +100,7 @@ pub struct PlayArgs {
     #[arg(long, value_name = "CMD")]
     pub say: Option<String>,
     #[command(flatten)]
-    pub pull: crate::hub::cli::PullFlag,
+    pub pull: super::hub::PullFlag,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -237,7 +237,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
     // except those a `--model-file` replaces.
     let refs = hub_models_to_fetch(&args.score, &args.limits.models)?;
     if !refs.is_empty() {
-        crate::hub::cli::ensure_models(&refs, args.pull.into()).await?;
+        super::hub::ensure_models(&refs, args.pull.into()).await?;
     }
     let show = args.show();
     let conductor = Conductor::start(ScoreSource::file(&args.score), args.limits.options())
@@ -330,7 +330,7 @@ pub async fn rehearse(
     dir: Option<PathBuf>,
     say: Option<String>,
 ) -> anyhow::Result<()> {
-    let dir = dir.unwrap_or_else(|| super::orchestra_home().join("rehearsal"));
+    let dir = dir.unwrap_or_else(|| crate::home::orchestra_home().join("rehearsal"));
     let options = ScoreOptions::default().with_rehearsal_dir(dir);
     let conductor = Conductor::start(ScoreSource::rehearsal(), options).await?;
     println!("request: {prompt}\n");

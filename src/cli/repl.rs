@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::console::{ConsoleOut, history_path, run_terminal};
 use super::play::LimitArgs;
-use crate::score::{Conductor, ConsoleOut, ScoreSource, history_path, run_terminal};
+use crate::score::{Conductor, ScoreSource};
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplArgs {

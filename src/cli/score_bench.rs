@@ -2,8 +2,6 @@
 //! Rust in the same run — per-request overhead, a per-token Lua callback's share of
 //! decode throughput, and reload latency from a file write to the new score answering.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
 use crate::score::bench::{self, BenchOptions};
@@ -23,13 +21,14 @@ pub struct ScoreBenchArgs {
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
     /// The model of the per-request and reload measurements (default: the rehearsal
-    /// band's tiny `coltrane`, so the model's own time does not drown the overhead).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// band's tiny `coltrane`, so the model's own time does not drown the overhead): a
+    /// GGUF file or a reference as in a score (`hf:ORG/REPO/FILE.gguf`).
+    #[arg(long, value_name = "FILE|REF")]
+    pub model: Option<String>,
     /// The model of the per-token callback measurement (default: the ~150M-parameter
     /// q8_0 benchmark model of `orchestra bench`, a realistic decode speed).
-    #[arg(long)]
-    pub stream_model: Option<PathBuf>,
+    #[arg(long, value_name = "FILE|REF")]
+    pub stream_model: Option<String>,
     /// Measure the per-token callback on the tiny rehearsal model too (a token takes
     /// microseconds there, the worst case for per-token work).
     #[arg(long)]
@@ -37,6 +36,8 @@ pub struct ScoreBenchArgs {
     /// CPU threads for llama.cpp (default: all cores).
     #[arg(long)]
     pub threads: Option<i32>,
+    #[command(flatten)]
+    pub pull: super::hub::PullFlag,
     /// Print the measurements as JSON.
     #[arg(long)]
     pub json: bool,
@@ -44,9 +45,13 @@ pub struct ScoreBenchArgs {
 
 pub fn run(args: ScoreBenchArgs) -> anyhow::Result<()> {
     let opts = BenchOptions {
-        model: args.model.clone(),
+        model: args
+            .model
+            .as_deref()
+            .map(|m| super::model_file(m, args.pull))
+            .transpose()?,
         stream_model: match (&args.stream_model, args.tiny) {
-            (Some(p), _) => Some(p.clone()),
+            (Some(m), _) => Some(super::model_file(m, args.pull)?),
             (None, true) => None,
             (None, false) => Some(super::bench::bench_model()?),
         },
@@ -55,7 +60,7 @@ pub fn run(args: ScoreBenchArgs) -> anyhow::Result<()> {
         reloads: args.reloads,
         repeat: args.repeat,
         threads: args.threads,
-        rehearsal_dir: super::orchestra_home().join("rehearsal"),
+        rehearsal_dir: crate::home::orchestra_home().join("rehearsal"),
         ..BenchOptions::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

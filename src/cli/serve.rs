@@ -42,7 +42,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_watch: bool,
     #[command(flatten)]
-    pub pull: crate::hub::cli::PullFlag,
+    pub pull: super::hub::PullFlag,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -80,7 +80,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     check_bind(args.host, args.api_key.as_deref()).map_err(anyhow::Error::msg)?;
     let refs = super::play::hub_models_to_fetch(&args.score, &args.limits.models)?;
     if !refs.is_empty() {
-        crate::hub::cli::ensure_models(&refs, args.pull.into()).await?;
+        super::hub::ensure_models(&refs, args.pull.into()).await?;
     }
     let config = ServeConfig {
         max_in_flight: args.max_in_flight,

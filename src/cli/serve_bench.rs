@@ -176,7 +176,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn bench_score(model: &std::path::Path, slots: usize) -> anyhow::Result<PathBuf> {
-    let dir = super::orchestra_home().join("bench");
+    let dir = crate::home::orchestra_home().join("bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("bench-serve.lua");
     std::fs::write(

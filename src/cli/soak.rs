@@ -755,5 +755,5 @@ async fn known(
 
 /// The folder `orchestra soak` works in.
 pub fn soak_dir() -> PathBuf {
-    super::orchestra_home().join("soak")
+    crate::home::orchestra_home().join("soak")
 }

@@ -35,6 +35,7 @@ pub fn bare_batched_decode(
     threads: Option<i32>,
     unified: bool,
 ) -> Result<f64, EngineError> {
+    super::probe::check(path, &super::LoadOptions::default())?;
     let params = LlamaModelParams::default();
     let model = LlamaModel::load_from_file(backend(), path, &params)
         .map_err(|_| EngineError::LoadFailed(path.to_path_buf()))?;
@@ -99,6 +100,7 @@ pub fn bare_decode(
     threads: Option<i32>,
 ) -> Result<BareRun, EngineError> {
     let t0 = Instant::now();
+    super::probe::check(path, &super::LoadOptions::default())?;
     let params = LlamaModelParams::default();
     let model = LlamaModel::load_from_file(backend(), path, &params)
         .map_err(|_| EngineError::LoadFailed(path.to_path_buf()))?;

@@ -9,6 +9,10 @@ pub enum EngineError {
     MissingFile(PathBuf),
     #[error("`{path}` is not a usable GGUF model: {reason}")]
     BadModel { path: PathBuf, reason: String },
+    /// The file would crash llama.cpp (found by validation, or by a probe process that
+    /// crashed loading it): refused before it could take the process down.
+    #[error("`{path}` is damaged: {reason}; download it again or re-convert it")]
+    Damaged { path: PathBuf, reason: String },
     #[error(
         "llama.cpp could not load `{0}`: the file may be corrupt or of an unsupported architecture (run with RUST_LOG=llama_cpp_2=info for llama.cpp's reason)"
     )]

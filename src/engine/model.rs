@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
@@ -19,10 +18,11 @@ use tokio::sync::mpsc as tmpsc;
 use super::backend::backend;
 use super::error::EngineError;
 use super::request::{ChatMessage, GenerateRequest, Prompt, SamplingParams, ToolChoice};
+use super::snapshot::{Layout, SnapshotOptions, Snapshots};
 use super::stream::Generation;
 use super::template::{ChatTemplate, TemplateInfo, choose_template};
 use super::tools::{ToolGrammar, tool_grammar};
-use super::worker::{Command, EmbedJob, Job, ToolParse, Worker};
+use super::worker::{Command, DecodeCounters, DecodeStats, EmbedJob, Job, ToolParse, Worker};
 
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -36,6 +36,8 @@ pub struct LoadOptions {
     /// Most tokens llama.cpp decodes in one call (prompt chunks are split to fit).
     pub batch: u32,
     /// CPU threads; `None`: every core (one for tiny models, see [`threads_for`]).
+    /// Never more than the cores, and shared with the models decoding at the same
+    /// time (see [`Cores`](super::Cores)).
     pub threads: Option<i32>,
     /// Load for embeddings (pooled vectors) instead of text generation.
     pub embeddings: bool,
@@ -43,6 +45,9 @@ pub struct LoadOptions {
     pub gpu_layers: u32,
     /// Jinja chat template used instead of the GGUF's (a score's `template = …`).
     pub chat_template: Option<String>,
+    /// Prefix snapshots of long prompts (RAM and disk), reused across sessions,
+    /// slots, reloads and restarts.
+    pub snapshots: SnapshotOptions,
 }
 
 impl Default for LoadOptions {
@@ -55,6 +60,7 @@ impl Default for LoadOptions {
             embeddings: false,
             gpu_layers: 999,
             chat_template: None,
+            snapshots: SnapshotOptions::default(),
         }
     }
 }
@@ -86,10 +92,17 @@ pub struct ModelInfo {
     pub template: TemplateInfo,
     /// Bytes of tensor data (what llama.cpp maps).
     pub weight_bytes: u64,
-    /// Bytes of the KV cache (f16 keys and values for every cell).
+    /// Whether the weights were already loaded for another model of the same file
+    /// and are shared with it (llama.cpp did not load them again).
+    pub weights_shared: bool,
+    /// Bytes of the KV cache: what llama.cpp reported allocating when `kv_measured`,
+    /// else [`kv_cache_bytes`] of the real context.
     pub kv_bytes: u64,
-    /// Bytes of logits and compute buffers (estimate; llama.cpp does not report it).
+    pub kv_measured: bool,
+    /// Bytes of the compute (graph) and output (logits) buffers: what llama.cpp
+    /// reported allocating when `compute_measured`, else [`compute_buffer_bytes`].
     pub compute_bytes: u64,
+    pub compute_measured: bool,
     pub load_ms: f64,
 }
 
@@ -100,20 +113,74 @@ impl ModelInfo {
     }
 }
 
-/// KV cache bytes for `n_ctx` cells (f16 keys and values).
-pub fn kv_cache_bytes(n_layer: u64, n_ctx: u64, n_embd: u64, n_head: u64, n_head_kv: u64) -> u64 {
-    let head_dim = n_embd / n_head.max(1);
-    let kv_per_cell = 2 * head_dim * n_head_kv * 2; // keys + values, f16
-    n_layer * n_ctx * kv_per_cell
+/// The attention shape a KV cache is sized by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KvShape {
+    pub n_layer: u64,
+    pub n_head_kv: u64,
+    /// Width of one key head: `{arch}.attention.key_length` where the GGUF has it
+    /// (Gemma 3's heads are 256 wide, not `n_embd / n_head`), else `n_embd / n_head`.
+    pub key_length: u64,
+    /// Width of one value head (`{arch}.attention.value_length`, same fallback).
+    pub value_length: u64,
 }
 
-/// Logits and compute buffers: the output buffer holds `batch` rows of logits; the
-/// graph's scratch is dominated by a few activations of `batch x (n_embd, n_ff, vocab)`.
-pub fn compute_buffer_bytes(n_vocab: u64, n_embd: u64, batch: u64, n_ctx: u64) -> u64 {
-    let logits = n_vocab * batch.min(512) * 4;
-    let scratch = batch.min(512) * (n_embd * 8 + n_vocab) * 4;
-    let attn = batch.min(512) * n_ctx.min(8192) * 4;
-    logits + scratch + attn + (16 << 20)
+impl KvShape {
+    /// From a model's `{arch}.*` metadata, read through `key` (`"block_count"`,
+    /// `"attention.head_count_kv"`, ...).
+    pub fn from_metadata(key: impl Fn(&str) -> Option<u64>) -> KvShape {
+        let n_embd = key("embedding_length").unwrap_or(1);
+        let n_head = key("attention.head_count").unwrap_or(1).max(1);
+        let head_dim = n_embd / n_head;
+        KvShape {
+            n_layer: key("block_count").unwrap_or(1),
+            n_head_kv: key("attention.head_count_kv").unwrap_or(n_head),
+            key_length: key("attention.key_length").unwrap_or(head_dim),
+            value_length: key("attention.value_length").unwrap_or(head_dim),
+        }
+    }
+}
+
+/// KV cache bytes for `n_ctx` cells: f16 keys and values in every layer. Layers with a
+/// sliding window (Gemma 3) get full-size caches too: the engine keeps llama.cpp's
+/// default `swa_full`, so a slot's cached prefix stays reusable past the window.
+pub fn kv_cache_bytes(shape: &KvShape, n_ctx: u64) -> u64 {
+    let per_cell = shape.n_head_kv * (shape.key_length + shape.value_length) * 2;
+    shape.n_layer * n_ctx * per_cell
+}
+
+/// The KV shape of a loaded model, from llama.cpp's view of its metadata.
+fn kv_shape_of(llama: &LlamaModel) -> KvShape {
+    KvShape::from_metadata(|k| arch_u64(llama, k))
+}
+
+/// An integer `{arch}.{key}` of a loaded model's metadata.
+fn arch_u64(llama: &LlamaModel, key: &str) -> Option<u64> {
+    let arch = llama
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    let value = llama.meta_val_str(&format!("{arch}.{key}")).ok()?;
+    value.trim().parse().ok()
+}
+
+/// Compute and output buffers, estimated: llama.cpp sizes its graph scratch for one
+/// full micro-batch (`batch` rows, at most `n_ctx`), whose f32 logits dominate, plus
+/// the FFN and residual activations; the output buffer holds a row of logits per
+/// slot. Within a few percent above what llama.cpp reported for Qwen2.5 0.5B and
+/// Gemma 3 270M (flash attention on, as llama.cpp picks it on CPU).
+pub fn compute_buffer_bytes(
+    n_vocab: u64,
+    n_embd: u64,
+    n_ff: u64,
+    batch: u64,
+    n_ctx: u64,
+    slots: u64,
+) -> u64 {
+    let rows = batch.min(n_ctx).max(1);
+    let logits = rows * n_vocab * 4;
+    let activations = rows * (2 * n_ff + 6 * n_embd) * 4;
+    let outputs = slots.max(1) * n_vocab * 4;
+    logits + activations + outputs
 }
 
 pub(crate) struct Inner {
@@ -123,7 +190,11 @@ pub(crate) struct Inner {
     template: Arc<ChatTemplate>,
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) active: Arc<AtomicUsize>,
+    /// What the worker has decoded, and with how many threads.
+    counters: Arc<DecodeCounters>,
     next_id: AtomicU64,
+    /// Prefix snapshots of this model; `None`: off (or an embedding model).
+    snapshots: Option<SnapshotOptions>,
 }
 
 /// A loaded model. Clone it freely: clones share one worker.
@@ -142,21 +213,10 @@ impl std::fmt::Debug for Model {
 
 /// Whether the GGUF names its own pooling type (`{arch}.pooling_type`).
 fn declares_pooling(path: &Path) -> bool {
-    crate::synth::read_header(path).is_ok_and(|h| {
+    crate::gguf::read_header(path).is_ok_and(|h| {
         let arch = h.architecture().unwrap_or("llama").to_owned();
         h.get_u64(&format!("{arch}.pooling_type")).is_some()
     })
-}
-
-fn check_file(path: &Path) -> Result<(), EngineError> {
-    if !path.exists() {
-        return Err(EngineError::MissingFile(path.to_path_buf()));
-    }
-    crate::synth::read_header(path).map_err(|e| EngineError::BadModel {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    Ok(())
 }
 
 impl Model {
@@ -170,14 +230,18 @@ impl Model {
     pub fn load_with_progress(
         path: impl AsRef<Path>,
         options: &LoadOptions,
-        mut progress: impl FnMut(f32) + Send + 'static,
+        progress: impl FnMut(f32) + Send + 'static,
     ) -> Result<Model, EngineError> {
         let path = path.as_ref().to_path_buf();
-        check_file(&path)?;
+        // A damaged file must never reach llama.cpp in this process: validated, and
+        // test-loaded in a child process the first time it is seen.
+        super::probe::check(&path, options)?;
         let started = Instant::now();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
         let options = options.clone();
+        let snapshot_options = (!options.embeddings && options.snapshots.min_tokens > 0)
+            .then(|| options.snapshots.clone());
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -186,23 +250,24 @@ impl Model {
         let name_for_errors = name.clone();
         let active = Arc::new(AtomicUsize::new(0));
         let worker_active = active.clone();
+        let counters = Arc::new(DecodeCounters::default());
+        let worker_counters = counters.clone();
         std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
-                // LlamaModelParams is not Send: build it on the thread that loads.
-                let params = LlamaModelParams::default()
-                    .with_n_gpu_layers(options.gpu_layers)
-                    .with_progress_callback(move |p| {
-                        progress(p);
-                        true
-                    });
-                let llama = match LlamaModel::load_from_file(backend(), &path, &params) {
-                    Ok(m) => Arc::new(m),
-                    Err(_) => {
-                        let _ = ready_tx.send(Err(EngineError::LoadFailed(path)));
+                // Instruments naming the same file share one copy of its weights.
+                let weights = match super::weights::load_shared(
+                    &path,
+                    options.gpu_layers,
+                    progress,
+                ) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
+                let llama = weights.llama.clone();
                 let n_ctx_train = llama.n_ctx_train().max(1);
                 let context = if options.context == 0 {
                     n_ctx_train.min(4096)
@@ -230,7 +295,11 @@ impl Model {
                     // One KV stream per slot: attention then reads only the request's
                     // own cells (a unified cache made every token attend over all
                     // slots' cells, masked: twice the attention work at 8 streams).
-                    .with_kv_unified(false)
+                    // Embeddings need the unified one: with a stream per sequence
+                    // llama.cpp splits a batch into equal parts per sequence, so a
+                    // longer input's tokens land in several micro-batches and its
+                    // pooled vector comes out wrong.
+                    .with_kv_unified(options.embeddings)
                     .with_embeddings(options.embeddings);
                 if options.embeddings {
                     // Use the pooling the GGUF declares (BERT-style embedding models do);
@@ -242,12 +311,28 @@ impl Model {
                     };
                     cparams = cparams.with_pooling_type(pooling);
                 }
-                let ctx = match llama.new_context(backend(), cparams) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        let _ = ready_tx.send(Err(EngineError::ContextFailed { path, n_ctx }));
-                        return;
-                    }
+                // Everything that shapes a slot's KV cells: a snapshot is only ever
+                // loaded into a context that agrees on all of it.
+                let kv_layout = format!(
+                    "context={context} slots={slots} n_ctx={n_ctx} flash_attn={:?} type_k={:?} type_v={:?} swa_full={}",
+                    cparams.flash_attention_policy(),
+                    cparams.type_k(),
+                    cparams.type_v(),
+                    cparams.swa_full(),
+                );
+                // What llama.cpp really allocated, read as it creates the context.
+                let (ctx, allocated) = super::alloc::measure(|| {
+                    let _one_at_a_time = weights
+                        .new_context
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    llama.new_context(backend(), cparams)
+                });
+                // `.ok()` consumes the result whole: no half-moved value borrows the
+                // weights until the end of the thread.
+                let Some(ctx) = ctx.ok() else {
+                    let _ = ready_tx.send(Err(EngineError::ContextFailed { path, n_ctx }));
+                    return;
                 };
                 let real_ctx = ctx.n_ctx();
                 let gguf_template = llama
@@ -283,27 +368,43 @@ impl Model {
                     chat_template: gguf_template,
                     template: template.1.clone(),
                     weight_bytes: llama.size(),
-                    kv_bytes: if options.embeddings {
-                        0
-                    } else {
-                        kv_cache_bytes(
-                            llama.n_layer() as u64,
-                            real_ctx as u64,
+                    weights_shared: weights.reused,
+                    kv_bytes: allocated.kv.unwrap_or_else(|| {
+                        if options.embeddings {
+                            0
+                        } else {
+                            kv_cache_bytes(&kv_shape_of(&llama), real_ctx as u64)
+                        }
+                    }),
+                    kv_measured: allocated.kv.is_some(),
+                    compute_bytes: allocated.compute.unwrap_or_else(|| {
+                        let n_ff = arch_u64(&llama, "feed_forward_length")
+                            .unwrap_or(4 * llama.n_embd() as u64);
+                        compute_buffer_bytes(
+                            llama.n_vocab() as u64,
                             llama.n_embd() as u64,
-                            llama.n_head() as u64,
-                            llama.n_head_kv() as u64,
+                            n_ff,
+                            batch as u64,
+                            real_ctx as u64,
+                            slots as u64,
                         )
-                    },
-                    compute_bytes: compute_buffer_bytes(
-                        llama.n_vocab() as u64,
-                        llama.n_embd() as u64,
-                        batch as u64,
-                        real_ctx as u64,
-                    ),
+                    }),
+                    compute_measured: allocated.compute.is_some(),
                     load_ms: started.elapsed().as_secs_f64() * 1e3,
                 };
                 let _ = ready_tx.send(Ok((llama.clone(), info.clone(), Arc::new(template.0))));
-                Worker::new(&llama, ctx, info, worker_active).run(rx);
+                let snapshots = if options.embeddings {
+                    None
+                } else {
+                    Snapshots::new(&options.snapshots, Layout::new(&path, &kv_layout), &name)
+                };
+                Worker::new(&llama, ctx, info, worker_active)
+                    .with_snapshots(snapshots)
+                    .with_threads(threads, worker_counters)
+                    .run(rx);
+                // The context is gone; the weights too unless another holder shares them.
+                drop(llama);
+                super::backend::release_freed_memory();
             })
             .expect("spawning a model worker thread");
         let (llama, info, template) = ready_rx
@@ -317,7 +418,9 @@ impl Model {
                 template,
                 tx,
                 active,
+                counters,
                 next_id: AtomicU64::new(1),
+                snapshots: snapshot_options,
             }),
         })
     }
@@ -342,9 +445,33 @@ impl Model {
         self.inner.active.load(Ordering::SeqCst)
     }
 
+    /// llama.cpp decode calls so far, and the threads they ran with (models decoding
+    /// at once share the cores, see [`Cores`](super::Cores)).
+    pub fn decode_stats(&self) -> DecodeStats {
+        self.inner.counters.snapshot()
+    }
+
     /// Whether two handles share one loaded model.
     pub fn same_as(&self, other: &Model) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether two models (each with its own context and worker) use one loaded copy
+    /// of their weights.
+    pub fn shares_weights_with(&self, other: &Model) -> bool {
+        Arc::ptr_eq(&self.inner.llama, &other.inner.llama)
+    }
+
+    /// Identifies the loaded copy of the weights: equal for models that share them.
+    pub fn weights_id(&self) -> usize {
+        Arc::as_ptr(&self.inner.llama) as usize
+    }
+
+    /// Wait until every prefix snapshot this model took is written to its folder.
+    pub fn flush_snapshots(&self) {
+        if let Some(o) = &self.inner.snapshots {
+            super::snapshot::flush(&o.folder());
+        }
     }
 
     /// Tokenize text; special tokens (`<|im_start|>`) are parsed.
@@ -359,11 +486,19 @@ impl Model {
     }
 
     /// The text of tokens, special tokens included.
+    ///
+    /// An id outside the vocabulary (a score can pass any number) becomes U+FFFD:
+    /// llama.cpp would throw a C++ exception on it, which aborts a Rust process.
     pub fn detokenize(&self, tokens: &[i32]) -> String {
         let vocab = self.inner.llama.vocab();
+        let n_vocab = self.inner.llama.n_vocab();
         let mut bytes = Vec::new();
         for &t in tokens {
-            bytes.extend(vocab.token_to_piece(LlamaToken(t), true, None));
+            if (0..n_vocab).contains(&t) {
+                bytes.extend(vocab.token_to_piece(LlamaToken(t), true, None));
+            } else {
+                bytes.extend("\u{FFFD}".as_bytes());
+            }
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
@@ -408,19 +543,22 @@ impl Model {
         if info.embeddings {
             return Err(EngineError::EmbeddingOnly(info.name.clone()));
         }
-        let mut text = self.render_prompt(&request)?;
+        let text = self.render_prompt(&request)?;
         let vocab = self.inner.llama.vocab();
         let add_bos = vocab.should_add_bos();
-        // Templates that print `bos_token` themselves would double it.
-        if add_bos
-            && matches!(request.prompt, Prompt::Chat(_))
-            && let Some(bos) = token_text(&self.inner.llama, vocab.bos())
-            && !bos.is_empty()
-            && text.starts_with(&bos)
-        {
-            text.drain(..bos.len());
-        }
-        let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
+        let to_tokens = |mut text: String| {
+            // Templates that print `bos_token` themselves would double it.
+            if add_bos
+                && matches!(request.prompt, Prompt::Chat(_))
+                && let Some(bos) = token_text(&self.inner.llama, vocab.bos())
+                && !bos.is_empty()
+                && text.starts_with(&bos)
+            {
+                text.drain(..bos.len());
+            }
+            vocab.tokenize(text.as_bytes(), add_bos, true)
+        };
+        let tokens = to_tokens(text);
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -451,6 +589,29 @@ impl Model {
                 .collect(),
         });
         let sampler = self.build_sampler(&request.sampling, grammar.as_ref())?;
+        // A long chat's preamble and history (all but its last message) is what the
+        // next session or turn shares: the place to snapshot.
+        let prefix_hint = match (&request.prompt, &self.inner.snapshots) {
+            (Prompt::Chat(messages), Some(o))
+                if messages.len() >= 2 && tokens.len() >= o.min_tokens as usize =>
+            {
+                let tools = if request.tool_choice == ToolChoice::None {
+                    &[][..]
+                } else {
+                    &request.tools[..]
+                };
+                let before = &messages[..messages.len() - 1];
+                self.inner
+                    .template
+                    .render(before, tools, false)
+                    .ok()
+                    .map(|t| {
+                        let head = to_tokens(t);
+                        head.iter().zip(&tokens).take_while(|(a, b)| a == b).count()
+                    })
+            }
+            _ => None,
+        };
         let (tx, rx) = tmpsc::unbounded_channel();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let job = Job {
@@ -461,6 +622,7 @@ impl Model {
             stop: request.stop,
             ignore_eos: request.ignore_eos,
             tools,
+            prefix_hint,
             tx,
             submitted: Instant::now(),
         };
@@ -565,7 +727,8 @@ impl Model {
 
 /// The text of a special token (`<|begin_of_text|>`), if the vocabulary has one.
 fn token_text(llama: &LlamaModel, token: LlamaToken) -> Option<String> {
-    if token.0 < 0 {
+    // llama.cpp throws (and so aborts us) on an id outside the vocabulary.
+    if token.0 < 0 || token.0 >= llama.n_vocab() {
         return None;
     }
     let vocab = llama.vocab();

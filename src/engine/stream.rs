@@ -50,14 +50,42 @@ pub struct Timings {
     pub gap_std_ms: f64,
 }
 
+/// Where a request's prompt tokens came from: its slot's cache, a prefix snapshot in
+/// host memory or on disk, or computed (prefilled) now. The four add up to the prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PromptSources {
+    pub slot: usize,
+    pub ram: usize,
+    pub disk: usize,
+    pub computed: usize,
+}
+
+impl PromptSources {
+    /// All `prompt` tokens computed (nothing cached).
+    pub fn computed(prompt: usize) -> Self {
+        Self {
+            computed: prompt,
+            ..Self::default()
+        }
+    }
+
+    /// Tokens that were not computed.
+    pub fn reused(&self) -> usize {
+        self.slot + self.ram + self.disk
+    }
+}
+
 /// The end of a generation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Completion {
     pub text: String,
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
-    /// Prompt tokens reused from the slot's prompt cache instead of decoded again.
+    /// Prompt tokens not decoded again: from the slot's prompt cache or a prefix
+    /// snapshot (`prompt_sources` says which).
     pub cached_tokens: usize,
+    /// Where the prompt tokens came from.
+    pub prompt_sources: PromptSources,
     pub completion_tokens: usize,
     pub timings: Timings,
     /// Tool calls parsed from the answer (then `text` holds only the rest).

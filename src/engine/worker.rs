@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
@@ -18,9 +18,11 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
+use super::cores::{Cores, Grant, Member};
 use super::error::EngineError;
 use super::model::ModelInfo;
-use super::stream::{Completion, FinishReason, StreamItem, Timings};
+use super::snapshot::{self, Snapshots, Tier};
+use super::stream::{Completion, FinishReason, PromptSources, StreamItem, Timings};
 use super::text::TextStream;
 use super::tools::{CallFilter, ToolFormat, parse_tool_calls};
 
@@ -39,6 +41,9 @@ pub(crate) struct Job {
     pub ignore_eos: bool,
     /// Set when tools were offered: calls are held back and parsed.
     pub tools: Option<ToolParse>,
+    /// Tokens of the prompt before its last message (a chat's preamble and history),
+    /// where a prefix snapshot serves the next session best.
+    pub prefix_hint: Option<usize>,
     pub tx: UnboundedSender<StreamItem>,
     pub submitted: Instant,
 }
@@ -57,6 +62,57 @@ pub(crate) struct EmbedJob {
     pub tx: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
 }
 
+/// What a worker has decoded, shared with its model's handles.
+#[derive(Debug)]
+pub(crate) struct DecodeCounters {
+    decode_calls: AtomicU64,
+    threads_min: AtomicUsize,
+    threads_max: AtomicUsize,
+    threads_last: AtomicUsize,
+}
+
+impl Default for DecodeCounters {
+    fn default() -> Self {
+        Self {
+            decode_calls: AtomicU64::new(0),
+            threads_min: AtomicUsize::new(usize::MAX),
+            threads_max: AtomicUsize::new(0),
+            threads_last: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl DecodeCounters {
+    fn record_threads(&self, n: usize) {
+        self.threads_min.fetch_min(n, Ordering::Relaxed);
+        self.threads_max.fetch_max(n, Ordering::Relaxed);
+        self.threads_last.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> DecodeStats {
+        let min = self.threads_min.load(Ordering::Relaxed);
+        DecodeStats {
+            decode_calls: self.decode_calls.load(Ordering::Relaxed),
+            threads_min: if min == usize::MAX { 0 } else { min },
+            threads_max: self.threads_max.load(Ordering::Relaxed),
+            threads_last: self.threads_last.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A model's decode work so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// llama.cpp decode calls: generation steps and embedding batches.
+    pub decode_calls: u64,
+    /// The fewest threads a step ran with (0 before the first step).
+    pub threads_min: usize,
+    /// The most threads a step ran with.
+    pub threads_max: usize,
+    /// The threads of the latest step.
+    pub threads_last: usize,
+}
+
 /// One request in a slot.
 struct Seq {
     job: Box<Job>,
@@ -71,8 +127,12 @@ struct Seq {
     /// Exactly the tokens in this sequence's KV cells, in order: kept as the slot's
     /// prompt cache when the request ends.
     decoded: Vec<LlamaToken>,
-    /// Prompt tokens reused from the slot's cache (not decoded again).
+    /// Prompt tokens not decoded again: the slot's cache or a prefix snapshot.
     cached: usize,
+    /// Which of those came from where (`computed` is filled in at the end).
+    sources: PromptSources,
+    /// Prefill pauses after this many prompt tokens to snapshot them.
+    snapshot_at: Option<usize>,
     /// Last sampled token, decoded in the next step.
     last: Option<LlamaToken>,
     /// Batch index of this sequence's logits in the current step.
@@ -131,6 +191,19 @@ pub(crate) struct Worker<'m> {
     uses: u64,
     queue: VecDeque<Box<Job>>,
     batch: LlamaBatch<'static>,
+    /// Embedding requests waiting for the next step, answered together.
+    embeds: Vec<EmbedJob>,
+    /// This worker's place in the process-wide core allotment.
+    member: Member,
+    /// Threads the model was loaded with: what a step uses when it has the cores.
+    want: usize,
+    /// Threads the context decodes with now.
+    threads_now: usize,
+    /// The context's raw pointer, to change its threads (`None`: they stay fixed).
+    raw: Option<*mut llama_cpp_sys_2::llama_context>,
+    counters: Arc<DecodeCounters>,
+    /// Prefix snapshots in RAM and on disk (`None`: off).
+    snapshots: Option<Snapshots>,
 }
 
 impl<'m> Worker<'m> {
@@ -155,14 +228,40 @@ impl<'m> Worker<'m> {
             uses: 0,
             queue: VecDeque::new(),
             batch,
+            embeds: Vec::new(),
+            member: Cores::global().join(),
+            want: 1,
+            threads_now: 1,
+            raw: None,
+            counters: Arc::default(),
+            snapshots: None,
         }
+    }
+
+    /// Snapshot long prompt prefixes and reuse them across slots, sessions and loads.
+    pub fn with_snapshots(mut self, snapshots: Option<Snapshots>) -> Self {
+        self.snapshots = snapshots;
+        self
+    }
+
+    /// The threads the context was made with, and where to count its decode work.
+    pub fn with_threads(mut self, threads: i32, counters: Arc<DecodeCounters>) -> Self {
+        self.threads_now = threads.max(1) as usize;
+        self.want = self.threads_now.min(self.member.total());
+        self.raw = raw_context(&self.ctx, threads);
+        if self.raw.is_none() {
+            tracing::warn!(model = %self.info.name, "cannot change the threads of this llama.cpp context: models decoding at once take turns instead of sharing the cores");
+        }
+        self.counters = counters;
+        self
     }
 
     pub fn run(mut self, rx: Receiver<Command>) {
         let mut open = true;
         loop {
-            let idle = self.slots.iter().all(Option::is_none) && self.queue.is_empty();
-            if idle {
+            if self.is_idle() {
+                // An idle worker takes no share of the cores.
+                self.member.set_busy(false);
                 if !open {
                     break;
                 }
@@ -170,34 +269,76 @@ impl<'m> Worker<'m> {
                     Ok(cmd) => self.accept(cmd),
                     Err(_) => break,
                 }
+                self.member.set_busy(true);
             }
-            loop {
-                match rx.try_recv() {
-                    Ok(cmd) => self.accept(cmd),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
+            open &= self.receive(&rx);
+            self.drop_cancelled();
+            if self.is_idle() {
+                continue;
             }
+            // Wait for this step's cores; what arrives meanwhile joins the step.
+            let cores = self.take_cores();
+            open &= self.receive(&rx);
             self.drop_cancelled();
             self.admit();
+            if !self.embeds.is_empty() {
+                self.embed_queued();
+            }
             if self.slots.iter().any(Option::is_some) {
                 self.step();
             }
+            drop(cores);
         }
         tracing::debug!(model = %self.info.name, "worker stopped");
+    }
+
+    /// Give up this worker's share of the cores once its last request is answered, so
+    /// whoever sees the answer sees the share back with the others.
+    fn leave_shares_if_idle(&self) {
+        if self.is_idle() {
+            self.member.set_busy(false);
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.slots.iter().all(Option::is_none) && self.queue.is_empty() && self.embeds.is_empty()
+    }
+
+    /// Accept every command waiting in the channel; false once it is closed.
+    fn receive(&mut self, rx: &Receiver<Command>) -> bool {
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => self.accept(cmd),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// This step's threads from the process-wide allotment, set on the context when
+    /// they changed.
+    fn take_cores(&mut self) -> Grant {
+        let grant = match self.raw {
+            Some(_) => self.member.acquire(self.want),
+            None => self.member.acquire_exact(self.threads_now),
+        };
+        let n = grant.threads();
+        if let Some(raw) = self.raw
+            && n != self.threads_now
+        {
+            // SAFETY: `raw` is this worker's own live context (checked in
+            // `with_threads`), used on this thread only, between decode calls.
+            unsafe { llama_cpp_sys_2::llama_set_n_threads(raw, n as i32, n as i32) };
+            self.threads_now = n;
+        }
+        self.counters.record_threads(self.threads_now);
+        grant
     }
 
     fn accept(&mut self, cmd: Command) {
         match cmd {
             Command::Generate(job) => self.queue.push_back(job),
-            Command::Embed(job) => {
-                let result = self.embed(&job.inputs);
-                let _ = job.tx.send(result);
-                self.active.fetch_sub(1, Ordering::SeqCst);
-            }
+            Command::Embed(job) => self.embeds.push(job),
         }
     }
 
@@ -264,6 +405,39 @@ impl<'m> Worker<'m> {
             if keep > 0 {
                 tracing::debug!(model = %self.info.name, slot = i, reused = keep, prompt = job.tokens.len(), "prompt cache hit");
             }
+            let mut sources = PromptSources {
+                slot: keep,
+                ..PromptSources::default()
+            };
+            // Where the slot's cache falls short, a longer prefix snapshot may not.
+            if let Some(snaps) = self.snapshots.as_mut()
+                && let Some(found) = snaps.find(&job.tokens, keep)
+            {
+                if snapshot::restore(&mut self.ctx, i as i32, &found) {
+                    keep = found.tokens;
+                    sources = match found.tier {
+                        Tier::Ram => PromptSources {
+                            ram: keep,
+                            ..PromptSources::default()
+                        },
+                        Tier::Disk => PromptSources {
+                            disk: keep,
+                            ..PromptSources::default()
+                        },
+                    };
+                    tracing::debug!(model = %self.info.name, slot = i, tokens = keep, tier = ?found.tier, "prefix snapshot loaded");
+                } else {
+                    // The slot is empty now; the prompt is computed from the start.
+                    tracing::warn!(model = %self.info.name, slot = i, "llama.cpp refused a prefix snapshot; it is deleted");
+                    snaps.reject(&found);
+                    keep = 0;
+                    sources = PromptSources::default();
+                }
+            }
+            let snapshot_at = self
+                .snapshots
+                .as_ref()
+                .and_then(|s| s.point(&job.tokens, job.prefix_hint, keep));
             let decoded = job.tokens[..keep].to_vec();
             let stop = job.stop.clone();
             let calls = job.tools.as_ref().map(|t| CallFilter::new(t.format));
@@ -275,6 +449,8 @@ impl<'m> Worker<'m> {
                 n_past: keep as i32,
                 decoded,
                 cached: keep,
+                sources,
+                snapshot_at,
                 last: None,
                 logits_at: None,
                 generated: 0,
@@ -325,7 +501,13 @@ impl<'m> Worker<'m> {
             if room == 0 {
                 break;
             }
-            let take = room.min(s.job.tokens.len() - s.fed);
+            let mut take = room.min(s.job.tokens.len() - s.fed);
+            if let Some(at) = s.snapshot_at
+                && s.fed < at
+            {
+                // End the chunk where the snapshot is due.
+                take = take.min(at - s.fed);
+            }
             s.feeding = take;
             for k in 0..take {
                 let pos = s.fed + k;
@@ -341,6 +523,7 @@ impl<'m> Worker<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
+        self.counters.decode_calls.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.ctx.decode(&mut self.batch) {
             // A failed step fails the requests in it; the worker and the other queued
             // requests go on.
@@ -357,6 +540,7 @@ impl<'m> Worker<'m> {
             }
             return;
         }
+        let mut due = Vec::new();
         for s in self.slots.iter_mut().flatten() {
             if let Some(tok) = s.last {
                 s.n_past += 1;
@@ -366,8 +550,14 @@ impl<'m> Worker<'m> {
                     .extend_from_slice(&s.job.tokens[s.fed..s.fed + s.feeding]);
                 s.fed += s.feeding;
                 s.n_past += s.feeding as i32;
+                if s.feeding > 0 && s.snapshot_at == Some(s.fed) {
+                    due.push(s.seq);
+                }
             }
             s.feeding = 0;
+        }
+        for seq in due {
+            self.snapshot(seq as usize);
         }
         let now = Instant::now();
         for i in 0..self.slots.len() {
@@ -437,12 +627,55 @@ impl<'m> Worker<'m> {
                 let tx = s.job.tx.clone();
                 // Free first: whoever sees the answer also sees the slot free.
                 self.free(i, true);
+                self.leave_shares_if_idle();
                 let _ = tx.send(StreamItem::Done(completion));
             }
         }
     }
 
-    fn embed(&mut self, inputs: &[Vec<LlamaToken>]) -> Result<Vec<Vec<f32>>, EngineError> {
+    /// Copy slot `i`'s cells, which hold exactly its prompt's first `snapshot_at`
+    /// tokens now, into the snapshot store (RAM now, disk from the writer thread).
+    fn snapshot(&mut self, i: usize) {
+        let (Some(s), Some(snaps)) = (self.slots[i].as_mut(), self.snapshots.as_mut()) else {
+            return;
+        };
+        s.snapshot_at = None;
+        // A sliding-window cache keeps only the last cells: not a whole prefix.
+        if self.ctx.kv_cache_seq_pos_min(s.seq) != 0 || s.decoded.len() != s.n_past as usize {
+            return;
+        }
+        let started = Instant::now();
+        if let Some(payload) = snapshot::capture(&self.ctx, s.seq) {
+            let bytes = payload.len();
+            snaps.store(&s.decoded, payload);
+            tracing::debug!(model = %self.info.name, slot = i, tokens = s.decoded.len(), bytes, ms = started.elapsed().as_secs_f64() * 1e3, "prefix snapshot taken");
+        }
+    }
+
+    /// Answer every queued embedding request at once: their inputs share decode calls
+    /// as generations share steps.
+    fn embed_queued(&mut self) {
+        let mut jobs = std::mem::take(&mut self.embeds);
+        let queued = jobs.len();
+        jobs.retain(|j| !j.tx.is_closed());
+        self.active.fetch_sub(queued - jobs.len(), Ordering::SeqCst);
+        let inputs: Vec<&[LlamaToken]> = jobs
+            .iter()
+            .flat_map(|j| j.inputs.iter().map(Vec::as_slice))
+            .collect();
+        let mut result = self.embed(&inputs);
+        self.leave_shares_if_idle();
+        for job in jobs {
+            let vectors = match &mut result {
+                Ok(all) => Ok(all.drain(..job.inputs.len()).collect()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = job.tx.send(vectors);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn embed(&mut self, inputs: &[&[LlamaToken]]) -> Result<Vec<Vec<f32>>, EngineError> {
         let n_batch = self.ctx.n_batch() as usize;
         let max_seq = self.info.slots.max(1) as usize;
         let mut out = Vec::with_capacity(inputs.len());
@@ -471,6 +704,7 @@ impl<'m> Worker<'m> {
                 model: self.info.name.clone(),
                 reason: e,
             };
+            self.counters.decode_calls.fetch_add(1, Ordering::Relaxed);
             self.ctx
                 .decode(&mut batch)
                 .map_err(|e| err(e.to_string()))?;
@@ -500,6 +734,10 @@ fn completion(s: &Seq, reason: FinishReason, now: Instant) -> Completion {
         finish_reason: reason,
         prompt_tokens: s.job.tokens.len(),
         cached_tokens: s.cached,
+        prompt_sources: PromptSources {
+            computed: s.job.tokens.len() - s.cached,
+            ..s.sources
+        },
         completion_tokens: s.generated,
         timings: Timings {
             queued_ms: ms(s.job.submitted, s.admitted),
@@ -516,4 +754,21 @@ fn completion(s: &Seq, reason: FinishReason, now: Instant) -> Completion {
         },
         tool_calls: Vec::new(),
     }
+}
+
+/// A context's raw pointer, for the one call llama-cpp-2 0.1.160 does not wrap
+/// (`llama_set_n_threads`). The crate keeps the pointer private but its `Debug` prints
+/// it (`LlamaContext { context: 0x… }`); llama.cpp then confirms it by reporting the
+/// threads the context was made with. `None` when either does not hold (another
+/// llama-cpp-2 version): the threads stay fixed.
+fn raw_context(ctx: &LlamaContext, threads: i32) -> Option<*mut llama_cpp_sys_2::llama_context> {
+    let text = format!("{ctx:?}");
+    let hex = text
+        .strip_prefix("LlamaContext { context: 0x")?
+        .strip_suffix(" }")?;
+    let raw = usize::from_str_radix(hex, 16).ok()? as *mut llama_cpp_sys_2::llama_context;
+    // SAFETY: the address is the live context's own pointer, as llama-cpp-2 prints it;
+    // reading its thread count has no side effect.
+    let made_with = unsafe { llama_cpp_sys_2::llama_n_threads(raw) };
+    (made_with == threads).then_some(raw)
 }

@@ -114,8 +114,9 @@ impl RepoDir {
 
     /// Files present under `snapshots/COMMIT`, as repo paths. Dangling links are left out.
     pub fn snapshot_files(&self, commit: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        walk(&self.snapshot(commit), "", &mut out);
+        let mut out: Vec<String> = files_under(&self.snapshot(commit))
+            .map(|(rel, _)| rel)
+            .collect();
         out.sort();
         out
     }
@@ -206,26 +207,29 @@ fn stamp_text(meta: &fs::Metadata) -> String {
     format!("{} {}", meta.len(), mtime)
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, &rel, out);
-        } else if path.exists() {
-            out.push(rel);
-        }
-    }
+/// Every file under `dir` (links followed; dangling links and names that are not UTF-8
+/// left out), as a `/`-separated path relative to `dir`, with its full path.
+pub(crate) fn files_under(dir: &Path) -> impl Iterator<Item = (String, PathBuf)> + use<> {
+    let root = dir.to_path_buf();
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .follow_links(true)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_dir())
+        .filter_map(move |e| Some((relative_name(&root, e.path())?, e.into_path())))
+}
+
+/// `path` relative to `root` with `/` between folders; `None` for a name that is not
+/// UTF-8.
+pub(crate) fn relative_name(root: &Path, path: &Path) -> Option<String> {
+    let parts: Option<Vec<&str>> = path
+        .strip_prefix(root)
+        .ok()?
+        .components()
+        .map(|c| c.as_os_str().to_str())
+        .collect();
+    parts.map(|p| p.join("/"))
 }
 
 /// A 40-digit lowercase hex git commit id.
@@ -411,7 +415,7 @@ pub fn list_cached(cfg: &HubConfig) -> Vec<CachedModel> {
             continue;
         };
         let dir = RepoDir::new(&cfg.cache_dir, &repo);
-        let refs = read_refs(&dir.root.join("refs"), "");
+        let refs = read_refs(&dir.root.join("refs"));
         let Ok(snapshots) = fs::read_dir(dir.root.join("snapshots")) else {
             continue;
         };
@@ -464,28 +468,14 @@ pub fn list_cached(cfg: &HubConfig) -> Vec<CachedModel> {
     out
 }
 
-fn read_refs(dir: &Path, prefix: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        let full = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(read_refs(&path, &full));
-        } else if let Ok(commit) = fs::read_to_string(&path) {
-            out.push((full, commit.trim().to_string()));
-        }
-    }
-    out
+/// `(revision, commit)` for every file under `refs/` (a branch `a/b` is a nested file).
+fn read_refs(dir: &Path) -> Vec<(String, String)> {
+    files_under(dir)
+        .filter_map(|(name, path)| {
+            let commit = fs::read_to_string(path).ok()?;
+            Some((name, commit.trim().to_string()))
+        })
+        .collect()
 }
 
 /// What [`remove`] deleted.
@@ -614,25 +604,19 @@ fn linked_blobs(dir: &RepoDir) -> Vec<String> {
     out
 }
 
-/// Removes `dir` and its parents up to `snapshots/` while they are empty.
+/// Removes the empty folders under `dir`, and `dir` itself when that leaves it empty.
 fn prune_empty_dirs(dir: &Path) {
-    fn prune(dir: &Path) -> bool {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return false;
-        };
-        let mut empty = true;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !(path.is_dir()
-                && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
-                && prune(&path))
-            {
-                empty = false;
-            }
+    // Deepest first, links not followed: a folder whose contents were all removed is
+    // empty by the time it comes up; `remove_dir` refuses any other.
+    for entry in walkdir::WalkDir::new(dir)
+        .contents_first(true)
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_dir() {
+            let _ = fs::remove_dir(entry.path());
         }
-        empty && fs::remove_dir(dir).is_ok()
     }
-    prune(dir);
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -228,8 +228,8 @@ mod tests {
 
     #[test]
     fn token_file_is_read_from_hf_home() {
-        let dir = std::env::temp_dir().join(format!("orchestra-hub-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         std::fs::write(dir.join("token"), "hf_from_file\n").unwrap();
         let c = config(&[("HF_HOME", dir.to_str().unwrap())]);
         assert_eq!(c.token.as_deref(), Some("hf_from_file"));
@@ -240,6 +240,5 @@ mod tests {
             ("HF_TOKEN_PATH", other.to_str().unwrap()),
         ]);
         assert_eq!(c.token.as_deref(), Some("hf_other"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,33 +11,34 @@
 //! - `remote`: HTTP — listings, file metadata, byte streams, refusals as [`HubError`]s.
 //! - `pull`: [`resolve`], [`pull_all`], [`cached_path`] — download, resume, verify.
 //! - `cache`: the on-disk cache — lookups, [`list_cached`], [`remove`].
-//! - `progress`: [`Progress`] bars and events.
+//! - `progress`: [`Progress`] events and sinks (the terminal bars are `cli::progress`).
 //! - `search`: [`search`] for GGUF repos.
 //! - `gguf`: header facts for `orchestra models`.
 //! - `scan`: the models a score file names (static scan).
-//! - `cli`: the `pull`, `models`, `search` commands and the missing-model check of
-//!   `play`/`serve`.
+//!
+//! The `pull`, `models`, `search` commands and the missing-model check of `play`/`serve`
+//! are `cli::hub`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orchestra::hub::HubError> {
 //! use orchestra::hub::{HubConfig, ModelRef, Progress, resolve};
 //! let model = ModelRef::parse("hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M")?;
-//! let path = resolve(&model, &HubConfig::from_env(), Progress::bars()).await?;
+//! let progress = Progress::from_fn(|event| eprintln!("{event:?}"));
+//! let path = resolve(&model, &HubConfig::from_env(), progress).await?;
 //! # let _ = path; Ok(()) }
 //! ```
 
-mod cache;
-pub mod cli;
+pub(crate) mod cache;
 mod config;
 mod error;
 pub mod gguf;
 mod progress;
-mod pull;
+pub(crate) mod pull;
 mod reference;
 mod remote;
 pub mod scan;
-mod search;
-mod select;
+pub(crate) mod search;
+pub(crate) mod select;
 
 pub use cache::{CachedModel, Removed, list_cached, remove};
 pub use config::{DEFAULT_ENDPOINT, HubConfig};

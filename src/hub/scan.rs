@@ -217,8 +217,8 @@ band:add("local", { model = "models/tiny.gguf" })
 
     #[test]
     fn score_models_parse_hf_literals_and_name_bad_lines() {
-        let dir = std::env::temp_dir().join(format!("orchestra-scan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let score = dir.join("s.lua");
         std::fs::write(
             &score,
@@ -232,6 +232,5 @@ band:add("local", { model = "models/tiny.gguf" })
         std::fs::write(&score, "\n\nm = 'hf:nope'\n").unwrap();
         let err = score_models(&score).unwrap_err().to_string();
         assert!(err.contains("line 3"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use crate::engine::{
     Completion, EngineError, FinishReason, GenerateRequest, Generation, GenerationObserver,
-    StreamItem, Timings,
+    PromptSources, StreamItem, Timings,
 };
 use crate::events::{EventBus, EventContext, EventKind};
 use crate::metrics::Metrics;
@@ -353,6 +353,12 @@ impl Received {
             finish_reason,
             prompt_tokens: prompt,
             cached_tokens: cached,
+            // The remote server reports only its own prompt cache.
+            prompt_sources: PromptSources {
+                slot: cached,
+                computed: prompt.saturating_sub(cached),
+                ..PromptSources::default()
+            },
             completion_tokens: tokens,
             timings: t,
             tool_calls,

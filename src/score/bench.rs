@@ -52,7 +52,7 @@ impl Default for BenchOptions {
         BenchOptions {
             model: None,
             stream_model: None,
-            rehearsal_dir: crate::cli::orchestra_home().join("rehearsal"),
+            rehearsal_dir: crate::home::orchestra_home().join("rehearsal"),
             requests: 200,
             request_tokens: 1,
             stream_tokens: 256,
@@ -145,8 +145,11 @@ const EMPTY: &str = "  return MARKER";
 /// Runs every measurement. Needs a tokio runtime (multi-threaded is fine).
 pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BoxError> {
     let path = model_path(opts)?;
-    let dir = std::env::temp_dir().join(format!("orchestra-bench-score-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // Removed when dropped, on the error paths too.
+    let scratch = tempfile::Builder::new()
+        .prefix("orchestra-bench-score-")
+        .tempdir()?;
+    let dir = scratch.path();
     let prompt = "write a function that reverses a string";
     let load = LoadOptions {
         context: 1024,
@@ -303,7 +306,6 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BoxError> {
         }
         reload_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 
     Ok(BenchReport {
         model: path.display().to_string(),

@@ -470,7 +470,7 @@ impl Conductor {
             .unwrap_or((pos, Vec::new()))
     }
 
-    /// [`Conductor::complete`] for threads outside an async runtime (rustyline's).
+    /// [`Conductor::complete`] for threads outside an async runtime (a line editor's).
     pub fn complete_blocking(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Complete {
@@ -654,6 +654,7 @@ async fn run(
             return;
         }
     };
+    vm.commit_stage();
     stages.retain(&stage_keys(&vm));
     let state = Rc::new(State {
         current: RefCell::new(vm),
@@ -843,7 +844,7 @@ fn context_of(path: &std::path::Path, declared: u32) -> u32 {
     if declared > 0 {
         return declared;
     }
-    crate::synth::read_header(path)
+    crate::gguf::read_header(path)
         .ok()
         .and_then(|h| {
             let arch = h.architecture().unwrap_or("llama").to_owned();
@@ -921,6 +922,9 @@ async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> Rel
         Ok(vm) => {
             let vm = Arc::new(vm);
             state.version.set(next);
+            // Only now, with the new version loaded and validated, does the stage
+            // change: models whose file changed, instruments the score dropped.
+            vm.commit_stage();
             state.stages.retain(&stage_keys(&vm));
             let deps = vm.deps();
             *state.current.borrow_mut() = vm;
@@ -948,6 +952,9 @@ async fn reload(state: &Rc<State>, reason: String, changed: Vec<PathBuf>) -> Rel
         }
         Err(e) => {
             let error = e.to_string();
+            // Instruments (and stages) only the rejected version named leave again.
+            let current = state.current.borrow().clone();
+            state.stages.retain(&stage_keys(&current));
             tracing::warn!(score = %name, "reload rejected, the previous version keeps playing: {error}");
             state.options.metrics.reload(false);
             let (file, line) = match error_location(&error) {

@@ -12,7 +12,7 @@ use super::api::band::Band;
 use super::options::ScoreOptions;
 use super::request::{TextSink, Usage};
 use crate::events::EventBus;
-use crate::stage::{Stage, StageConfig};
+use crate::stage::{ModelSpec, Stage, StageConfig};
 
 /// The rehearsal band on disk: (name, section, path) per member.
 pub(crate) type RehearsalBand = Vec<(String, String, PathBuf)>;
@@ -31,10 +31,17 @@ pub(crate) struct VmContext {
     pub(crate) deps: Mutex<Vec<PathBuf>>,
     /// Bands the score declared, with their Lua values (for the REPL's `band`).
     pub(crate) bands: Mutex<Vec<(Band, AnyUserData)>>,
-    /// Notes for `orchestra check` (models not downloaded yet).
+    /// Notes for `orchestra check` (models not downloaded yet, deprecated forms).
     pub(crate) warnings: Mutex<Vec<String>>,
+    /// Deprecated forms already reported by this VM: each is reported once.
+    pub(crate) deprecations: Mutex<std::collections::HashSet<String>>,
     /// The rehearsal band on disk, written on first use: (name, section, path).
     pub(crate) rehearsal: OnceLock<Result<RehearsalBand, String>>,
+    /// While the score loads: instruments that change a model already on a stage
+    /// (another file, other options), applied only once this version has loaded and
+    /// validated ([`VmContext::commit_stage`]), so a broken version changes nothing.
+    /// `None` once committed: later `band:add` calls (the REPL) apply at once.
+    pending: Mutex<Option<Vec<(Stage, ModelSpec)>>>,
 }
 
 impl VmContext {
@@ -54,12 +61,44 @@ impl VmContext {
             deps: Mutex::new(Vec::new()),
             bands: Mutex::new(Vec::new()),
             warnings: Mutex::new(Vec::new()),
+            deprecations: Mutex::new(std::collections::HashSet::new()),
             rehearsal: OnceLock::new(),
+            pending: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Puts an instrument's model on its stage: at once when the name is new there
+    /// or unchanged, else (while the score loads) once the version is accepted.
+    pub(crate) fn register(&self, stage: &Stage, spec: ModelSpec) {
+        let mut pending = self.pending.lock().unwrap();
+        match (pending.as_mut(), stage.spec(&spec.name)) {
+            (Some(list), Some(old)) => {
+                let unchanged = old.path == spec.path
+                    && old.options == spec.options
+                    && old.pinned == spec.pinned;
+                if !unchanged {
+                    list.push((stage.clone(), spec));
+                }
+            }
+            _ => stage.add(spec),
+        }
+    }
+
+    /// Applies the changes the score's load held back (see [`VmContext::register`]).
+    pub(crate) fn commit_stage(&self) {
+        let pending = self.pending.lock().unwrap().take().unwrap_or_default();
+        for (stage, spec) in pending {
+            stage.add(spec);
         }
     }
 
     pub(crate) fn warn(&self, note: String) {
         self.warnings.lock().unwrap().push(note);
+    }
+
+    /// Whether the deprecated form `what` is reported now: true the first time only.
+    pub(crate) fn first_deprecation(&self, what: &str) -> bool {
+        self.deprecations.lock().unwrap().insert(what.to_owned())
     }
 
     pub(crate) fn add_dep(&self, path: &Path) {
@@ -207,11 +246,18 @@ pub(crate) struct Scope {
 }
 
 /// Counts one finished generation into the running request's usage.
-pub(crate) fn add_usage(prompt_tokens: usize, cached_tokens: usize, completion_tokens: usize) {
+pub(crate) fn add_usage(c: &crate::engine::Completion) {
+    let (prompt_tokens, cached_tokens, completion_tokens) =
+        (c.prompt_tokens, c.cached_tokens, c.completion_tokens);
     let _ = SCOPE.try_with(|s| {
         let mut u = s.usage.lock().unwrap();
         u.prompt_tokens += prompt_tokens;
         u.cached_tokens += cached_tokens;
+        let (a, b) = (&mut u.prompt_sources, &c.prompt_sources);
+        a.slot += b.slot;
+        a.ram += b.ram;
+        a.disk += b.disk;
+        a.computed += b.computed;
         u.completion_tokens += completion_tokens;
         u.generations += 1;
     });

@@ -74,14 +74,11 @@ fn location_suffix(l: &Option<String>) -> String {
     }
 }
 
-/// `1.5 s`, `250 ms`.
+/// `1s 500ms`, `250ms`, `10m`: to the millisecond, in the syntax the limits are given in
+/// (`--cpu-limit 250ms`).
 pub fn human_duration(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms >= 1000.0 {
-        format!("{:.1} s", ms / 1e3)
-    } else {
-        format!("{ms:.0} ms")
-    }
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 impl ScoreError {
@@ -203,8 +200,20 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_naturally() {
-        assert_eq!(human_duration(Duration::from_millis(250)), "250 ms");
-        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
+    fn durations_read_as_they_are_written_on_the_command_line() {
+        for (d, text) in [
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_micros(5_000_400), "5s"),
+        ] {
+            assert_eq!(human_duration(d), text);
+            let to_the_ms = Duration::from_millis(d.as_millis() as u64);
+            assert_eq!(
+                crate::score::parse_duration(text),
+                Some(to_the_ms),
+                "{text}"
+            );
+        }
     }
 }

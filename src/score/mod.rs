@@ -28,7 +28,8 @@
 //! - `context`: per-VM state reachable from callbacks; stages shared across reloads.
 //! - `request`: [`Request`] and [`Answer`], the plain-Rust faces of a request.
 //! - `watch`: the debounced file watcher behind hot reload.
-//! - `repl`, `complete`, `console`: the REPL engine, tab completion, the terminal.
+//! - `repl`, `complete`: the REPL engine and tab completion (the terminal around them is
+//!   `cli::console`: no terminal code here).
 //! - `check`: `orchestra check`. `bench`: `orchestra bench-score`.
 //! - `resolve`: model references in scores → files. `error`, `options`, `util`.
 
@@ -37,7 +38,6 @@ pub mod bench;
 mod check;
 mod complete;
 mod conductor;
-mod console;
 mod context;
 mod error;
 mod meter;
@@ -56,7 +56,6 @@ pub use conductor::{
     ArrangementRecord, Conductor, InstrumentError, InstrumentHandle, InstrumentInfo, LeadError,
     RECENT_ARRANGEMENTS, ReloadEvent, ScoreInfo, error_location,
 };
-pub use console::{ConsoleOut, history_path, run_terminal};
 pub use error::{ScoreError, human_duration};
 pub use options::{
     DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT, Printer, Sandbox, ScoreOptions, parse_duration,

@@ -84,7 +84,7 @@ impl Default for ScoreOptions {
             cpu_limit: DEFAULT_CPU_LIMIT,
             request_timeout: None,
             check_every: 10_000,
-            rehearsal_dir: crate::cli::orchestra_home().join("rehearsal"),
+            rehearsal_dir: crate::home::orchestra_home().join("rehearsal"),
             check_only: false,
             printer: Arc::new(|s: &str| println!("{s}")),
             events: EventBus::new(),
@@ -148,25 +148,14 @@ impl ScoreOptions {
     }
 }
 
-/// Parses `10m`, `30s`, `1.5h`, `250ms` or a bare number of seconds.
+/// Parses `10m`, `30s`, `1.5h`, `250ms`, `1m 30s` (humantime's syntax) or a bare number
+/// of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => num,
-        "ms" => num / 1e3,
-        "m" | "min" | "mins" => num * 60.0,
-        "h" | "hr" | "hrs" => num * 3600.0,
-        _ => return None,
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return None;
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
-    Some(Duration::from_secs_f64(secs))
+    humantime::parse_duration(s).ok()
 }
 
 #[cfg(test)]
@@ -179,6 +168,9 @@ mod tests {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("-1"), None);
         assert_eq!(parse_duration("soon"), None);
     }
 }

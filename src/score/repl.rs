@@ -1,6 +1,6 @@
 //! The REPL engine, independent of any terminal: feeds lines to the conductor,
 //! accumulates unfinished chunks (a `function` without its `end` continues on the next
-//! line), and knows the few `:commands`. The terminal front end (`console`) and the
+//! line), and knows the few `:commands`. The terminal front end (`cli::console`) and the
 //! tests drive the same engine.
 
 use super::conductor::Conductor;

@@ -8,7 +8,7 @@ use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::engine::{ChatMessage, Tool, ToolChoice};
+use crate::engine::{ChatMessage, PromptSources, Tool, ToolChoice};
 
 /// Where streamed text goes (`req:write(text)`, echoed tokens in the REPL).
 pub type TextSink = UnboundedSender<String>;
@@ -40,6 +40,9 @@ pub struct Usage {
     pub prompt_tokens: usize,
     /// Prompt tokens reused from the models' prompt caches.
     pub cached_tokens: usize,
+    /// Where the prompt tokens came from: slot caches, snapshots in RAM or on disk,
+    /// computed.
+    pub prompt_sources: PromptSources,
     pub completion_tokens: usize,
     /// How many generations the request made.
     pub generations: usize,

@@ -10,7 +10,17 @@ use mlua::{Lua, Table, Value};
 /// `file.lua:12` of the nearest Lua function on the stack (skipping Rust callbacks and
 /// the runtime's own prelude).
 pub(crate) fn caller_location(lua: &Lua) -> Option<String> {
-    for level in 0..12 {
+    location(lua, false)
+}
+
+/// [`caller_location`] past the stdlib's own files too: the score line that called
+/// into `orchestra.arrange` or `orchestra.route`.
+pub(crate) fn score_location(lua: &Lua) -> Option<String> {
+    location(lua, true)
+}
+
+fn location(lua: &Lua, skip_stdlib: bool) -> Option<String> {
+    for level in 0..24 {
         let found = lua.inspect_stack(level, |d| {
             let src = d.source();
             if src.what == "C" {
@@ -18,6 +28,13 @@ pub(crate) fn caller_location(lua: &Lua) -> Option<String> {
             }
             let name = src.source.as_deref().unwrap_or("");
             if name.starts_with("=[orchestra") {
+                return None;
+            }
+            if skip_stdlib
+                && crate::score::sandbox::STDLIB
+                    .iter()
+                    .any(|(_, file, _)| name.strip_prefix('@') == Some(*file))
+            {
                 return None;
             }
             let short = src.short_src.as_deref().unwrap_or("?").to_string();

@@ -290,6 +290,12 @@ impl ScoreVm {
         Ok(vm)
     }
 
+    /// Makes this version's instruments the stage's: the model changes its load held
+    /// back take effect (call once it is accepted).
+    pub(crate) fn commit_stage(&self) {
+        self.ctx.commit_stage();
+    }
+
     /// Files this version loaded (the score and everything it required).
     pub(crate) fn deps(&self) -> Vec<PathBuf> {
         self.ctx.deps.lock().unwrap().clone()

@@ -7,13 +7,19 @@
 //! unload after a TTL, and concurrent requests for a model that is loading share one
 //! load.
 //!
+//! Memory is never lost: bytes reserved for a load come back however the load ends
+//! (`Reservation`); a model removed or pointed at another file while it plays stays
+//! counted as a retired copy until its last lease ends, while new requests get the new
+//! file; instruments loaded from the same file share its weights ([`Model::weights_id`])
+//! and the stage counts them once.
+//!
 //! The stage is also where loads, evictions and tokens are counted ([`Metrics`]) and
 //! where each instrument's state and last tempo and swing are kept ([`Stage::status`]):
 //! every generation goes through [`Lease::generate`].
 
 mod footprint;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -142,8 +148,12 @@ pub struct ModelStatus {
     pub name: String,
     pub path: PathBuf,
     pub resident: bool,
-    /// Real bytes when resident.
+    /// Real bytes when resident. Weights shared with other instruments (the same
+    /// file) are counted once, with the one that loaded them first.
     pub footprint_bytes: Option<u64>,
+    /// Resident instruments that use the same loaded weights as this one.
+    #[serde(default)]
+    pub weights_shared_with: Vec<String>,
     pub pinned: bool,
     /// Leases held now (requests playing it).
     pub playing: usize,
@@ -195,7 +205,28 @@ pub struct PlayStats {
 
 struct Resident {
     model: Model,
+    /// Weights + KV cache + compute buffers.
     footprint: u64,
+    /// Of which the weights: shared by residents loaded from the same file, counted
+    /// once among them.
+    weights: u64,
+    /// Which loaded copy of the weights ([`Model::weights_id`]).
+    weights_id: usize,
+    /// The file (canonical) and GPU layers, what decides whether a load can share.
+    weights_key: (PathBuf, u32),
+    /// Tells this copy apart from earlier or later ones of the same name: a lease
+    /// gives back the copy it holds.
+    copy: u64,
+}
+
+/// A copy that still plays after its instrument was removed or pointed at another
+/// file: its memory stays counted until its last lease ends.
+struct Retired {
+    name: String,
+    resident: Resident,
+    leases: usize,
+    /// Why it left, for the eviction event sent when it really goes.
+    reason: &'static str,
 }
 
 struct Entry {
@@ -216,8 +247,12 @@ struct Entry {
 
 struct State {
     entries: HashMap<String, Entry>,
+    /// Copies still playing that no entry owns any more.
+    retired: Vec<Retired>,
     /// Bytes promised to loads in progress.
     reserved: u64,
+    /// The next [`Resident::copy`].
+    next_copy: u64,
 }
 
 struct Shared {
@@ -241,6 +276,8 @@ pub struct Stage {
 pub struct Lease {
     model: Model,
     name: String,
+    /// The [`Resident::copy`] it holds.
+    copy: u64,
     shared: Arc<Shared>,
 }
 
@@ -375,6 +412,9 @@ impl GenerationObserver for Watch {
                     c.prompt_tokens,
                     c.completion_tokens,
                 );
+                self.shared
+                    .metrics
+                    .prompt_sources(&self.name, &c.prompt_sources);
                 let t = &c.timings;
                 let swing = (t.gap_mean_ms > 0.0 && t.gap_std_ms.is_finite())
                     .then(|| 1.0 / (1.0 + t.gap_std_ms / t.gap_mean_ms));
@@ -440,52 +480,49 @@ impl Drop for LoadingMark {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut st = self.shared.state.lock().unwrap();
-        if let Some(e) = st.entries.get_mut(&self.name) {
-            e.leases = e.leases.saturating_sub(1);
-            e.last_used = Instant::now();
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone = None;
+        match st.entries.get_mut(&self.name) {
+            Some(e) if e.resident.as_ref().is_some_and(|r| r.copy == self.copy) => {
+                e.leases = e.leases.saturating_sub(1);
+                e.last_used = Instant::now();
+            }
+            _ => {
+                // A retired copy: it leaves with its last lease.
+                if let Some(i) = st.retired.iter().position(|r| r.resident.copy == self.copy) {
+                    let r = &mut st.retired[i];
+                    r.leases = r.leases.saturating_sub(1);
+                    if r.leases == 0 {
+                        gone = Some(st.retired.swap_remove(i));
+                    }
+                }
+            }
         }
         drop(st);
+        if let Some(r) = gone {
+            self.shared.metrics.model_evicted(&r.name);
+            publish_resident(&self.shared);
+            self.shared.events.emit(EventKind::ModelEvicted {
+                model: r.name,
+                reason: format!("{}, after its last request", r.reason),
+            });
+        }
         self.shared.room.notify_waiters();
     }
 }
 
+/// `512 B`, `1.5 GiB` (binary units, one decimal).
 pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize::b(b).to_string()
 }
 
-/// Parse "12GiB", "512 MB", "1.5G", "800000" into bytes.
+/// Parse "12GiB", "512 MB", "1.5G", "800000" into bytes (`k`, `M`, `G` are powers of
+/// 1000, `KiB`, `MiB`, `GiB` of 1024, case-insensitive).
 pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        _ => return None,
-    };
-    Some((num * mult) as u64)
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .ok()
+        .map(|b| b.as_u64())
 }
 
 impl Stage {
@@ -503,7 +540,9 @@ impl Stage {
                 metrics,
                 state: Mutex::new(State {
                     entries: HashMap::new(),
+                    retired: Vec::new(),
                     reserved: 0,
+                    next_copy: 1,
                 }),
                 room: Notify::new(),
             }),
@@ -518,24 +557,49 @@ impl Stage {
         self.shared.config.budget
     }
 
-    /// Register a model (replacing an unloaded one of the same name).
+    /// Register a model. A name already registered with another file or other load
+    /// options plays the new one from its next request on: the old copy leaves now
+    /// when idle, else when its last lease ends (counted until then).
     pub fn add(&self, spec: ModelSpec) {
         let estimate = estimate(&spec.path, &spec.options).ok().map(|f| f.total());
         let mut st = self.shared.state.lock().unwrap();
         let name = spec.name.clone();
-        match st.entries.get_mut(&name) {
+        let State {
+            entries, retired, ..
+        } = &mut *st;
+        let mut unloaded = false;
+        match entries.get_mut(&name) {
             Some(e) => {
-                if e.spec.path != spec.path || e.spec.options != spec.options {
-                    // A different model under the same name: the old one leaves when idle.
-                    if e.leases == 0 {
-                        e.resident = None;
+                if !same_model(&e.spec, &spec)
+                    && let Some(old) = e.resident.take()
+                {
+                    if e.leases > 0 {
+                        retired.push(Retired {
+                            name: name.clone(),
+                            resident: old,
+                            leases: e.leases,
+                            reason: "replaced by another file or other options",
+                        });
+                        e.leases = 0;
+                    } else {
+                        unloaded = true;
                     }
                 }
                 e.spec = spec;
                 e.estimate = estimate;
+                drop(st);
+                if unloaded {
+                    self.shared.room.notify_waiters();
+                    self.shared.metrics.model_evicted(&name);
+                    publish_resident(&self.shared);
+                    self.shared.events.emit(EventKind::ModelEvicted {
+                        model: name,
+                        reason: "replaced by another file or other options".into(),
+                    });
+                }
             }
             None => {
-                st.entries.insert(
+                entries.insert(
                     name,
                     Entry {
                         spec,
@@ -551,6 +615,12 @@ impl Stage {
                 );
             }
         }
+    }
+
+    /// The spec a name is registered with.
+    pub fn spec(&self, name: &str) -> Option<ModelSpec> {
+        let st = self.shared.state.lock().unwrap();
+        st.entries.get(name).map(|e| e.spec.clone())
     }
 
     /// Names of registered models.
@@ -629,6 +699,17 @@ impl Stage {
                 });
             }
         };
+        // Weights another resident of this stage already holds are not loaded again.
+        let weights_key = (
+            spec.path
+                .canonicalize()
+                .unwrap_or_else(|_| spec.path.clone()),
+            spec.options.gpu_layers,
+        );
+        let shared_weights = {
+            let st = self.shared.state.lock().unwrap();
+            residents(&st).any(|(_, r)| r.weights_key == weights_key)
+        };
         let need = fp.total();
         if need > self.shared.config.budget {
             return Err(StageError::TooLarge {
@@ -640,7 +721,12 @@ impl Stage {
                 budget: self.shared.config.budget,
             });
         }
-        let reservation = self.make_room(name, need).await?;
+        let reserve = if shared_weights {
+            need - fp.weights
+        } else {
+            need
+        };
+        let reservation = self.make_room(name, reserve).await?;
         self.shared.events.emit(EventKind::ModelLoading {
             model: name.into(),
             estimate_bytes: need,
@@ -684,21 +770,40 @@ impl Stage {
         };
         let footprint = model.info().footprint();
         let load_ms = model.info().load_ms;
-        let Some(e) = st.entries.get_mut(name) else {
-            return Err(self.unknown(&st, name));
-        };
-        e.resident = Some(Resident {
+        let copy = st.next_copy;
+        st.next_copy += 1;
+        let resident = Resident {
             model: model.clone(),
             footprint,
-        });
-        e.loaded_once = true;
-        e.leases += 1;
-        e.last_used = Instant::now();
+            weights: model.info().weight_bytes.min(footprint),
+            weights_id: model.weights_id(),
+            weights_key,
+            copy,
+        };
+        let State {
+            entries, retired, ..
+        } = &mut *st;
+        match entries.get_mut(name) {
+            Some(e) if same_model(&e.spec, &spec) && e.resident.is_none() => {
+                e.resident = Some(resident);
+                e.loaded_once = true;
+                e.leases += 1;
+                e.last_used = Instant::now();
+            }
+            // Removed or pointed at another file while it loaded: this request plays
+            // what it asked for, and the copy leaves when it is done.
+            _ => retired.push(Retired {
+                name: name.into(),
+                resident,
+                leases: 1,
+                reason: "replaced or removed while it loaded",
+            }),
+        }
         // The real footprint may exceed the estimate: evict idle models to get back
         // under the budget.
-        let over = used_bytes(&st).saturating_sub(self.shared.config.budget);
-        let evicted = if over > 0 {
-            evict_lru(&mut st, over, name)
+        let budget = self.shared.config.budget;
+        let evicted = if used_bytes(&st) > budget {
+            evict_lru(&mut st, budget, name)
         } else {
             Vec::new()
         };
@@ -711,6 +816,7 @@ impl Stage {
             });
         }
         self.shared.metrics.model_loaded(name, footprint);
+        publish_resident(&self.shared);
         self.shared.events.emit(EventKind::ModelLoaded {
             model: name.into(),
             footprint_bytes: footprint,
@@ -719,6 +825,7 @@ impl Stage {
         Ok(Lease {
             model,
             name: name.into(),
+            copy,
             shared: self.shared.clone(),
         })
     }
@@ -762,6 +869,7 @@ impl Stage {
         Some(Lease {
             model: r.model.clone(),
             name: name.into(),
+            copy: r.copy,
             shared: self.shared.clone(),
         })
     }
@@ -777,10 +885,8 @@ impl Stage {
             notified.as_mut().enable();
             let outcome = {
                 let mut st = self.shared.state.lock().unwrap();
-                let used = used_bytes(&st);
-                let overflow = (used + need).saturating_sub(budget);
-                let evicted = if overflow > 0 {
-                    evict_lru(&mut st, overflow, name)
+                let evicted = if used_bytes(&st) + need > budget {
+                    evict_lru(&mut st, budget.saturating_sub(need), name)
                 } else {
                     Vec::new()
                 };
@@ -794,6 +900,9 @@ impl Stage {
             };
             match outcome {
                 Ok(evicted) => {
+                    if !evicted.is_empty() {
+                        publish_resident(&self.shared);
+                    }
                     for (m, _) in evicted {
                         self.shared.metrics.model_evicted(&m);
                         self.shared.events.emit(EventKind::ModelEvicted {
@@ -808,6 +917,9 @@ impl Stage {
                     });
                 }
                 Err((evicted, used, holders)) => {
+                    if !evicted.is_empty() {
+                        publish_resident(&self.shared);
+                    }
                     for (m, _) in evicted {
                         self.shared.metrics.model_evicted(&m);
                         self.shared.events.emit(EventKind::ModelEvicted {
@@ -836,22 +948,36 @@ impl Stage {
     }
 
     /// Forget a model (a score no longer names it). It is unloaded now when idle, or
-    /// when its last lease ends.
+    /// when its last lease ends: its memory stays counted until then.
     pub fn remove(&self, name: &str) -> bool {
         let mut st = self.shared.state.lock().unwrap();
-        let removed = st.entries.remove(name);
+        let Some(mut e) = st.entries.remove(name) else {
+            return false;
+        };
+        let unloaded = match e.resident.take() {
+            Some(r) if e.leases > 0 => {
+                st.retired.push(Retired {
+                    name: name.into(),
+                    resident: r,
+                    leases: e.leases,
+                    reason: "removed from the score",
+                });
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
         drop(st);
-        if let Some(e) = &removed
-            && e.resident.is_some()
-        {
+        if unloaded {
             self.shared.room.notify_waiters();
             self.shared.metrics.model_evicted(name);
+            publish_resident(&self.shared);
             self.shared.events.emit(EventKind::ModelEvicted {
                 model: name.into(),
                 reason: "removed from the score".into(),
             });
         }
-        removed.is_some()
+        true
     }
 
     /// Keep a model resident (or let it go again).
@@ -882,6 +1008,7 @@ impl Stage {
         drop(st);
         self.shared.room.notify_waiters();
         self.shared.metrics.model_evicted(name);
+        publish_resident(&self.shared);
         self.shared.events.emit(EventKind::ModelEvicted {
             model: name.into(),
             reason: "asked to".into(),
@@ -893,13 +1020,14 @@ impl Stage {
     pub fn resident(&self) -> Vec<ResidentInfo> {
         let st = self.shared.state.lock().unwrap();
         let now = Instant::now();
+        let carriers = weight_carriers(&st);
         let mut v: Vec<_> = st
             .entries
             .iter()
             .filter_map(|(name, e)| {
                 e.resident.as_ref().map(|r| ResidentInfo {
                     name: name.clone(),
-                    footprint_bytes: r.footprint,
+                    footprint_bytes: own_bytes(r, &carriers),
                     pinned: e.spec.pinned,
                     playing: e.leases,
                     idle_ms: if e.leases > 0 {
@@ -918,6 +1046,7 @@ impl Stage {
     pub fn status(&self) -> StageStatus {
         let st = self.shared.state.lock().unwrap();
         let now = Instant::now();
+        let carriers = weight_carriers(&st);
         let mut models: Vec<ModelStatus> = st
             .entries
             .iter()
@@ -925,7 +1054,26 @@ impl Stage {
                 name: name.clone(),
                 path: e.spec.path.clone(),
                 resident: e.resident.is_some(),
-                footprint_bytes: e.resident.as_ref().map(|r| r.footprint),
+                footprint_bytes: e.resident.as_ref().map(|r| own_bytes(r, &carriers)),
+                weights_shared_with: e
+                    .resident
+                    .as_ref()
+                    .map(|r| {
+                        let mut v: Vec<String> = st
+                            .entries
+                            .iter()
+                            .filter(|(n, o)| {
+                                *n != name
+                                    && o.resident
+                                        .as_ref()
+                                        .is_some_and(|o| o.weights_id == r.weights_id)
+                            })
+                            .map(|(n, _)| n.clone())
+                            .collect();
+                        v.sort();
+                        v
+                    })
+                    .unwrap_or_default(),
                 pinned: e.spec.pinned,
                 playing: e.leases,
                 state: match (&e.resident, e.load_progress) {
@@ -974,6 +1122,7 @@ impl Stage {
         drop(st);
         if !gone.is_empty() {
             self.shared.room.notify_waiters();
+            publish_resident(&self.shared);
         }
         for name in &gone {
             self.shared.metrics.model_evicted(name);
@@ -1032,17 +1181,75 @@ impl Drop for Reservation {
     }
 }
 
+/// Whether two specs load the same thing (pinning aside).
+fn same_model(a: &ModelSpec, b: &ModelSpec) -> bool {
+    a.path == b.path && a.options == b.options
+}
+
+/// Every loaded copy, the retired ones included, with its name.
+fn residents(st: &State) -> impl Iterator<Item = (&str, &Resident)> {
+    st.entries
+        .iter()
+        .filter_map(|(n, e)| e.resident.as_ref().map(|r| (n.as_str(), r)))
+        .chain(st.retired.iter().map(|r| (r.name.as_str(), &r.resident)))
+}
+
+/// For each loaded copy of weights, the copy that carries their bytes: the first
+/// loaded of the residents sharing them.
+fn weight_carriers(st: &State) -> HashMap<usize, u64> {
+    let mut carriers: HashMap<usize, u64> = HashMap::new();
+    for (_, r) in residents(st) {
+        let c = carriers.entry(r.weights_id).or_insert(r.copy);
+        *c = (*c).min(r.copy);
+    }
+    carriers
+}
+
+/// A resident's bytes with shared weights counted once, with their carrier.
+fn own_bytes(r: &Resident, carriers: &HashMap<usize, u64>) -> u64 {
+    let rest = r.footprint - r.weights;
+    if carriers.get(&r.weights_id) == Some(&r.copy) {
+        rest + r.weights
+    } else {
+        rest
+    }
+}
+
+/// Sets every instrument's resident bytes in the metrics, shared weights counted once
+/// (after a load, an eviction or a copy leaving).
+fn publish_resident(shared: &Shared) {
+    let bytes: Vec<(String, u64)> = {
+        let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let carriers = weight_carriers(&st);
+        let mut by_name: HashMap<&str, u64> = st.entries.keys().map(|n| (n.as_str(), 0)).collect();
+        for (name, r) in residents(&st) {
+            *by_name.entry(name).or_default() += own_bytes(r, &carriers);
+        }
+        by_name
+            .into_iter()
+            .map(|(n, b)| (n.to_owned(), b))
+            .collect()
+    };
+    for (name, b) in bytes {
+        shared.metrics.set_resident(&name, b);
+    }
+}
+
 fn used_bytes(st: &State) -> u64 {
-    st.reserved
-        + st.entries
-            .values()
-            .filter_map(|e| e.resident.as_ref().map(|r| r.footprint))
-            .sum::<u64>()
+    let mut weights = HashSet::new();
+    let mut used = st.reserved;
+    for (_, r) in residents(st) {
+        used += r.footprint - r.weights;
+        if weights.insert(r.weights_id) {
+            used += r.weights;
+        }
+    }
+    used
 }
 
 /// Evict idle, unpinned models other than `except`, least recently used first, until
-/// `need` bytes are freed or none is left to evict.
-fn evict_lru(st: &mut State, need: u64, except: &str) -> Vec<(String, u64)> {
+/// the stage uses at most `target` bytes or none is left to evict.
+fn evict_lru(st: &mut State, target: u64, except: &str) -> Vec<(String, u64)> {
     let mut candidates: Vec<(Instant, String)> = st
         .entries
         .iter()
@@ -1052,15 +1259,13 @@ fn evict_lru(st: &mut State, need: u64, except: &str) -> Vec<(String, u64)> {
         .map(|(n, e)| (e.last_used, n.clone()))
         .collect();
     candidates.sort();
-    let mut freed = 0;
     let mut out = Vec::new();
     for (_, name) in candidates {
-        if freed >= need {
+        if used_bytes(st) <= target {
             break;
         }
         let e = st.entries.get_mut(&name).expect("candidate exists");
         let r = e.resident.take().expect("candidate is resident");
-        freed += r.footprint;
         out.push((name, r.footprint));
     }
     out
@@ -1083,6 +1288,14 @@ fn holders(st: &State) -> String {
             })
         })
         .collect();
+    for r in &st.retired {
+        v.push(format!(
+            "`{}` {} (playing its last request: {})",
+            r.name,
+            human_bytes(r.resident.footprint),
+            r.reason
+        ));
+    }
     if st.reserved > 0 {
         v.push(format!("loads in progress {}", human_bytes(st.reserved)));
     }

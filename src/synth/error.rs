@@ -1,52 +1,10 @@
-//! Errors of the synth module: [`GgufError`] for reading and writing the GGUF container,
-//! [`SynthError`] for building models (specs, vocabularies, rehearsal scripts).
+//! Errors of the synth module: [`SynthError`] for building models (specs, vocabularies,
+//! rehearsal scripts); the container's own errors are [`GgufError`].
 
 use std::io;
 use std::path::PathBuf;
 
-/// A GGUF file could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum GgufError {
-    #[error("model file `{0}` does not exist: check the path")]
-    Missing(PathBuf),
-    #[error("could not read `{path}`: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("could not write `{path}`: {source}; check the directory exists and has free space")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("`{path}` is not a GGUF file (it starts with {start}); expected a .gguf model")]
-    NotGguf { path: PathBuf, start: String },
-    #[error(
-        "`{path}` is GGUF version {version}, which is not supported: only versions 2 and 3 are read; re-convert it with a current llama.cpp"
-    )]
-    UnsupportedVersion { path: PathBuf, version: u32 },
-    #[error(
-        "`{path}` is truncated: its header needs more bytes than the file's {size}; download it again"
-    )]
-    TruncatedHeader { path: PathBuf, size: u64 },
-    #[error(
-        "`{path}` is truncated: tensor `{tensor}` ends at byte {needed} but the file has {size}; download it again"
-    )]
-    TruncatedData {
-        path: PathBuf,
-        tensor: String,
-        needed: u64,
-        size: u64,
-    },
-    #[error("`{path}` has a malformed GGUF header: {reason}")]
-    Malformed { path: PathBuf, reason: String },
-    #[error("tensor `{name}` cannot be written: {reason}")]
-    BadTensor { name: String, reason: String },
-    #[error("tensor `{0}` is added twice: tensor names must be unique")]
-    DuplicateTensor(String),
-}
+pub use crate::gguf::GgufError;
 
 /// A synthetic model could not be built or written.
 #[derive(Debug, thiserror::Error)]

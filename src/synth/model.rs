@@ -411,12 +411,11 @@ fn random_fill(seed: u64, tensor: &str) -> impl FnMut(u64, &mut [f32]) + 'static
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::read::read_header;
-    use crate::synth::testutil::TempDir;
+    use crate::gguf::read_header;
 
     #[test]
     fn tiny_model_has_llama_layout_and_metadata() {
-        let dir = TempDir::new("model-tiny");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tiny.gguf");
         let spec = tiny_spec();
         let vocab = Vocab::new();
@@ -453,7 +452,7 @@ mod tests {
 
     #[test]
     fn same_seed_writes_the_same_bytes() {
-        let dir = TempDir::new("model-seed");
+        let dir = tempfile::tempdir().unwrap();
         let (a, b, c) = (
             dir.path().join("a.gguf"),
             dir.path().join("b.gguf"),
@@ -478,7 +477,7 @@ mod tests {
 
     #[test]
     fn norms_stay_f32_in_quantised_models() {
-        let dir = TempDir::new("model-q8");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q8.gguf");
         let spec = LlamaSpec {
             dtype: TensorType::Q8_0,
@@ -496,7 +495,7 @@ mod tests {
 
     #[test]
     fn vocabulary_is_padded_to_the_spec_size() {
-        let dir = TempDir::new("model-pad");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pad.gguf");
         let spec = LlamaSpec {
             n_vocab: 3000,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use super::error::SynthError;
 use super::gguf::TensorType;
 use super::model::{LlamaSpec, ReplayChain, Weights, hash_str, model_writer};
-use super::read::read_header;
 use super::vocab::{SPACE, Vocab};
+use crate::gguf::read_header;
 
 /// Metadata key holding the script a rehearsal model replays.
 pub const REHEARSAL_SCRIPT_KEY: &str = "orchestra.rehearsal.script";
@@ -265,7 +265,6 @@ fn render(pieces: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::testutil::TempDir;
 
     fn assert_distinct(pieces: &[String]) {
         let set: HashSet<&String> = pieces.iter().collect();
@@ -352,7 +351,7 @@ mod tests {
 
     #[test]
     fn bad_scripts_are_refused() {
-        let dir = TempDir::new("rehearsal-bad");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.gguf");
         for script in ["", "a▁b"] {
             let err = write_rehearsal_model("bad", script, &path, TensorType::F32).unwrap_err();
@@ -366,7 +365,7 @@ mod tests {
 
     #[test]
     fn rehearsal_model_records_its_script_and_sizes() {
-        let dir = TempDir::new("rehearsal-info");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.gguf");
         let script = "Hello from the rehearsal room, hello again.";
         let info = write_rehearsal_model("r", script, &path, TensorType::Q8_0).unwrap();
@@ -394,7 +393,7 @@ mod tests {
 
     #[test]
     fn band_is_written_once_and_rewritten_when_stale() {
-        let dir = TempDir::new("rehearsal-band");
+        let dir = tempfile::tempdir().unwrap();
         let paths = write_rehearsal_band(dir.path()).unwrap();
         assert_eq!(paths.len(), 4);
         let names: Vec<String> = paths

@@ -11,7 +11,14 @@
 ---@field Band table Extension methods found on every `Band`.
 ---@field json { encode: fun(v: any, opts?: { pretty?: boolean }): string, decode: fun(s: string): any, string? }
 ---@field log orchestra.Log
+---@field offstage table<string, boolean> Sections whose instruments route and never play (default `{ routing = true }`); `orchestra.offstage.tuning = true` adds one.
 orchestra = {}
+
+--- Reports an old form once per score load: a warning while playing and a note of
+--- `orchestra check`, at the score's line. For libraries of scores that rename things.
+---@param what string The old form, e.g. "`mylib.play(req, band)`".
+---@param instead string What to write, e.g. "write `mylib.play(band, req)`".
+function orchestra.deprecated(what, instead) end
 
 ---@class orchestra.Log
 ---@overload fun(...: any) Logs at info level.
@@ -113,6 +120,10 @@ function Sampling:table() end
 ---@field connect_timeout? string|number Remote: time to open the connection (default "5s").
 ---@field retries? integer Remote: attempts after the first, before any text arrived (default 2; backoff 250 ms, doubling).
 
+--- Who to leave out: a model, an instrument's name or a section's name, or a list of
+--- them (`{ soloist, "review" }`).
+---@alias Except Model|string|(Model|string)[]
+
 ---@class Band
 ---@field stage Stage
 ---@field budget integer
@@ -122,10 +133,15 @@ local Band = {}
 ---@param spec InstrumentSpec
 ---@return Model
 function Band:add(name, spec) end
---- The first instrument of a section.
+--- The first instrument of a section that plays (see `Model.plays`); raises when none does.
 ---@param section string
 ---@return Model
 function Band:lead(section) end
+--- The instruments that play, in band order: `band:players { section = "code", except = soloist }`.
+--- The one rule of who leads, comps, solos and reviews; router and embedding models never do.
+---@param opts? { section?: string, except?: Except }
+---@return Model[]
+function Band:players(opts) end
 ---@param section string
 ---@return Model[]
 function Band:section(section) end
@@ -137,14 +153,17 @@ function Band:sections() end
 function Band:has(what) end
 ---@return Model[]
 function Band:members() end
---- Everyone but `not` (a model, a name, or a list of them).
----@param not_ Model|string|(Model|string)[]
+--- Every member but `except` (players or not).
+---@param except Except
 ---@return Model[]
-function Band:others(not_) end
---- A reviewer: the `review` section's first instrument not excluded, else anyone else.
----@param opts? { not?: Model|string|(Model|string)[], section?: string }
+function Band:others(except) end
+--- A reviewer that plays: the `review` section's (or `section`'s) first instrument not
+--- left out, else any other player; nil when nobody is left. `band:reviewer(soloist)`
+--- leaves the soloist out; `band:reviewer { except = ..., section = ... }` says more.
+--- (`{ ["not"] = ... }`, the old spelling of `except`, still works and warns once.)
+---@param except_or_opts? Except|{ except?: Except, section?: string }
 ---@return Model|nil
-function Band:reviewer(opts) end
+function Band:reviewer(except_or_opts) end
 ---@param fns table<any, fun(): any>
 ---@return table results, table|nil errors
 function Band:together(fns) end
@@ -197,6 +216,8 @@ function Band:info() end
 ---@field section string
 ---@field model string The reference as written.
 ---@field path string
+---@field embeddings boolean Loaded for `embed`.
+---@field plays boolean Whether it may lead, comp, solo or review: false for embedding models and offstage (router) sections.
 ---@field sampling Sampling Its default sampling.
 ---@field remote string|nil The server's URL of a remote instrument.
 local Model = {}

@@ -48,7 +48,7 @@ impl Real {
 /// `$ORCHESTRA_HOME/test-models` (default `~/.cache/orchestra/test-models`), where
 /// `scripts/fetch-test-models` puts the models.
 pub fn test_models_dir() -> PathBuf {
-    orchestra::cli::orchestra_home().join("test-models")
+    orchestra::home::orchestra_home().join("test-models")
 }
 
 /// The path of a real model; panics with what to run when it is missing.

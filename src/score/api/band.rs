@@ -1,11 +1,15 @@
 //! `Band`: the instruments of a score on one memory-budgeted stage, and the ways a
-//! score picks players: `lead`, `section`, `others`, `reviewer`, `together`.
+//! score picks players: `lead`, `players`, `section`, `others`, `reviewer`, `together`.
+//! [`plays`] is the one rule of who may lead, comp, solo or review; the arrangements
+//! of `stdlib/arrange.lua` ask it too (`model.plays`, `band:players`).
 //!
 //! ```lua
 //! local band = orchestra.band { memory = "12GiB", idle_unload = "10m" }
 //! band:add("coltrane", { model = "models/coder.gguf", section = "code", context = 4096,
 //!                        sampling = { temperature = 0.2 } })
-//! local soloist = band:lead("code")               -- first instrument of the section
+//! local soloist = band:lead("code")               -- first instrument of the section that plays
+//! local reviewer = band:reviewer(soloist)          -- the review section's, never the soloist
+//! local comping = band:players { except = { soloist.section, "review" } }
 //! local results = band:together {                 -- concurrent; results in order
 //!   function() return band.monk:generate("why?") end,
 //!   function() return band.ella:generate("a poem") end,
@@ -29,6 +33,7 @@ use crate::score::util::{check_keys, describe, did_you_mean, is_identifier, misu
 use crate::stage::{ModelSpec, Stage, human_bytes, parse_bytes};
 
 use super::model::{Instrument, Member, name_of};
+use super::orchestra::{OFFSTAGE, deprecated};
 use super::sampling;
 use super::stage::StageHandle;
 
@@ -40,8 +45,8 @@ pub(crate) const CLASS: &str = "orchestra.Band";
 
 /// Method and field names, for REPL completion (members are added at run time).
 pub(crate) const NAMES: &[&str] = &[
-    "add", "lead", "section", "sections", "has", "members", "others", "reviewer", "together",
-    "info", "stage", "budget",
+    "add", "lead", "players", "section", "sections", "has", "members", "others", "reviewer",
+    "together", "info", "stage", "budget",
 ];
 
 const BAND_OPTIONS: &[&str] = &["memory", "idle_unload", "wait_for_room", "sections"];
@@ -401,7 +406,7 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
     };
     // A readable GGUF header now, rather than a failed load in the middle of a request.
     if let Some(path) = &path {
-        crate::synth::read_header(path).map_err(|e| {
+        crate::gguf::read_header(path).map_err(|e| {
             misuse(
                 lua,
                 format!(
@@ -494,7 +499,9 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
     }
 
     if let Some(path) = &path {
-        band.stage.add(
+        // A change to a model already on the stage waits until the score is accepted.
+        c.register(
+            &band.stage,
             ModelSpec::new(name.clone(), path.clone())
                 .with_options(options.clone())
                 .pinned(pinned),
@@ -645,16 +652,62 @@ fn is_hub_reference(r: &str) -> bool {
     crate::hub::ModelRef::parse(r).is_ok_and(|m| m.is_hub())
 }
 
-/// Names to leave out of `others`/`reviewer`: a model, a name, or a list of them.
-fn excluded(lua: &Lua, v: &Value) -> mlua::Result<Vec<String>> {
-    match v {
-        Value::Nil => Ok(Vec::new()),
-        Value::Table(t) => t
-            .sequence_values::<Value>()
-            .map(|x| name_of(lua, "each excluded entry", &x?))
-            .collect(),
-        other => Ok(vec![name_of(lua, "the excluded model", other)?]),
+/// Whether an instrument plays: the one rule behind `band:lead`, `band:players`,
+/// `band:reviewer`, `model.plays` and every arrangement. Embedding models and the
+/// instruments of an offstage section (`orchestra.offstage`, by default `routing`)
+/// route requests; they never lead, comp, solo or review.
+pub(crate) fn plays(lua: &Lua, m: &Member) -> bool {
+    if m.options.embeddings {
+        return false;
     }
+    let offstage = lua
+        .named_registry_value::<Table>(OFFSTAGE)
+        .and_then(|t| t.get::<Value>(m.section.as_str()));
+    !matches!(offstage, Ok(v) if !matches!(v, Value::Nil | Value::Boolean(false)))
+}
+
+/// What an `except` leaves out: instruments (a model or its name) and whole sections
+/// (a section's name), from one value or a list of them.
+#[derive(Default)]
+struct Except(Vec<String>);
+
+impl Except {
+    fn parse(lua: &Lua, v: &Value) -> mlua::Result<Except> {
+        let one = |x: &Value| name_of(lua, "each entry of `except`", x);
+        match v {
+            Value::Nil => Ok(Except::default()),
+            Value::Table(t) => t
+                .sequence_values::<Value>()
+                .map(|x| one(&x?))
+                .collect::<mlua::Result<_>>()
+                .map(Except),
+            other => Ok(Except(vec![one(other)?])),
+        }
+    }
+
+    fn add(&mut self, more: Except) {
+        self.0.extend(more.0);
+    }
+
+    fn leaves_out(&self, m: &Member) -> bool {
+        self.0.iter().any(|n| *n == m.name || *n == m.section)
+    }
+}
+
+/// `{ except = ..., ["not"] = ... }` of `band:players`/`band:reviewer`: `not` is the old
+/// spelling of `except` (a Lua keyword, so it needed brackets).
+fn except_of(lua: &Lua, o: &Table, method: &str) -> mlua::Result<Except> {
+    let mut except = Except::parse(lua, &o.get("except")?)?;
+    let not: Value = o.get("not")?;
+    if !not.is_nil() {
+        deprecated(
+            lua,
+            &format!("`{method} {{ [\"not\"] = ... }}`"),
+            &format!("write `{method} {{ except = ... }}`"),
+        );
+        except.add(Except::parse(lua, &not)?);
+    }
+    Ok(except)
 }
 
 fn list(lua: &Lua, items: Vec<AnyUserData>) -> mlua::Result<Table> {
@@ -735,19 +788,58 @@ impl UserData for Band {
             add(lua, b, name, spec)
         });
 
-        // The lead of a section: its first instrument.
+        // The lead of a section: its first instrument that plays.
         methods.add_method("lead", |lua, b, section: Value| {
             let section = b.section_name(lua, "band:lead", &section)?;
-            b.member_values()
-                .into_iter()
-                .find(|(m, _)| m.section == section)
-                .map(|(_, ud)| ud)
-                .ok_or_else(|| {
-                    misuse(
+            let members = b.member_values();
+            if let Some((_, ud)) = members
+                .iter()
+                .find(|(m, _)| m.section == section && plays(lua, m))
+            {
+                return Ok(ud.clone());
+            }
+            let why = if members.iter().any(|(m, _)| m.section == section) {
+                format!("the instruments of section `{section}` only route (embedding models, or an offstage section): they never lead; add a player with `band:add(name, {{ section = \"{section}\", ... }})`")
+            } else {
+                format!("no instrument plays in section `{section}`; add one with `band:add(name, {{ section = \"{section}\", ... }})` or check with `band:has(\"{section}\")`")
+            };
+            Err(misuse(lua, format!("`band:lead`: {why}")))
+        });
+
+        // The instruments that play, in band order: `band:players { section = "code",
+        // except = { soloist, "review" } }` (models, names or whole sections left out).
+        methods.add_method("players", |lua, b, opts: Value| {
+            let (section, except) = match &opts {
+                Value::Nil => (None, Except::default()),
+                Value::Table(o) => {
+                    check_keys(lua, o, "`band:players`", &["section", "except", "not"])?;
+                    let section = match o.get::<Value>("section")? {
+                        Value::Nil => None,
+                        v => Some(b.section_name(lua, "band:players", &v)?),
+                    };
+                    (section, except_of(lua, o, "band:players")?)
+                }
+                other => {
+                    return Err(misuse(
                         lua,
-                        format!("`band:lead`: no instrument plays in section `{section}`; add one with `band:add(name, {{ section = \"{section}\", ... }})` or check with `band:has(\"{section}\")`"),
-                    )
+                        format!(
+                            "`band:players` takes options `{{ section = \"code\", except = ... }}`, got {}",
+                            describe(other)
+                        ),
+                    ));
+                }
+            };
+            let items = b
+                .member_values()
+                .into_iter()
+                .filter(|(m, _)| {
+                    section.as_ref().is_none_or(|s| m.section == *s)
+                        && !except.leaves_out(m)
+                        && plays(lua, m)
                 })
+                .map(|(_, ud)| ud)
+                .collect();
+            list(lua, items)
         });
 
         // The instruments of a section, in the order they were added.
@@ -780,37 +872,45 @@ impl UserData for Band {
             )
         });
 
-        // Everyone but the given model(s).
-        methods.add_method("others", |lua, b, not: Value| {
-            let not = excluded(lua, &not)?;
+        // Every member but the given ones (models, names or whole sections).
+        methods.add_method("others", |lua, b, except: Value| {
+            let except = Except::parse(lua, &except)?;
             let items = b
                 .member_values()
                 .into_iter()
-                .filter(|(m, _)| !not.contains(&m.name))
+                .filter(|(m, _)| !except.leaves_out(m))
                 .map(|(_, ud)| ud)
                 .collect();
             list(lua, items)
         });
 
         // A reviewer: the first instrument of the `review` section (or `section = ...`)
-        // that is not excluded, else any other instrument; nil when nobody is left.
-        methods.add_method("reviewer", |lua, b, opts: Option<Table>| {
-            let (not, section) = match &opts {
-                Some(o) => {
-                    check_keys(lua, o, "`band:reviewer`", &["not", "section"])?;
-                    let section = match o.get::<Value>("section")? {
-                        Value::Nil => "review".to_string(),
-                        v => b.section_name(lua, "band:reviewer", &v)?,
-                    };
-                    (excluded(lua, &o.get("not")?)?, section)
+        // that plays and is not left out, else any other instrument that plays; nil
+        // when nobody is left. `band:reviewer(author)` leaves the author out.
+        methods.add_method("reviewer", |lua, b, opts: Value| {
+            let mut section = "review".to_string();
+            let except = match &opts {
+                Value::Table(o)
+                    if ["except", "not", "section"]
+                        .iter()
+                        .any(|k| o.contains_key(*k).unwrap_or(false))
+                        || (o.raw_len() == 0 && !o.is_empty()) =>
+                {
+                    check_keys(lua, o, "`band:reviewer`", &["except", "not", "section"])?;
+                    let v: Value = o.get("section")?;
+                    if !v.is_nil() {
+                        section = b.section_name(lua, "band:reviewer", &v)?;
+                    }
+                    except_of(lua, o, "band:reviewer")?
                 }
-                None => (Vec::new(), "review".to_string()),
+                other => Except::parse(lua, other)?,
             };
             let members = b.member_values();
+            let eligible = |m: &Member| !except.leaves_out(m) && plays(lua, m);
             let pick = members
                 .iter()
-                .find(|(m, _)| m.section == section && !not.contains(&m.name))
-                .or_else(|| members.iter().find(|(m, _)| !not.contains(&m.name)))
+                .find(|(m, _)| m.section == section && eligible(m))
+                .or_else(|| members.iter().find(|(m, _)| eligible(m)))
                 .map(|(_, ud)| ud.clone());
             Ok(pick)
         });

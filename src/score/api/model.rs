@@ -96,6 +96,7 @@ pub(crate) const NAMES: &[&str] = &[
     "model",
     "path",
     "embeddings",
+    "plays",
     "load",
     "unload",
     "info",
@@ -559,6 +560,9 @@ struct Details<'a> {
     model: &'a str,
     finish_reason: &'a str,
     prompt_tokens: Option<usize>,
+    /// Where the prompt tokens came from (slot, ram, disk, computed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_sources: Option<crate::engine::PromptSources>,
     completion_tokens: usize,
     timings: Option<&'a crate::engine::Timings>,
     /// Calls the model made (`finish_reason = "tool_calls"`).
@@ -656,7 +660,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
     let details = match &completion {
         Some(c) => {
             finished(c.completion_tokens, c.timings.decode_tok_s);
-            add_usage(c.prompt_tokens, c.cached_tokens, c.completion_tokens);
+            add_usage(c);
             Details {
                 model: &m.name,
                 finish_reason: match c.finish_reason {
@@ -666,6 +670,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
                     crate::engine::FinishReason::ToolCalls => "tool_calls",
                 },
                 prompt_tokens: Some(c.prompt_tokens),
+                prompt_sources: Some(c.prompt_sources),
                 completion_tokens: c.completion_tokens,
                 timings: Some(&c.timings),
                 tool_calls: c
@@ -687,6 +692,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
                 model: &m.name,
                 finish_reason: "cancelled",
                 prompt_tokens: None,
+                prompt_sources: None,
                 completion_tokens: pieces,
                 timings: None,
                 tool_calls: Vec::new(),
@@ -729,6 +735,8 @@ impl UserData for Instrument {
         fields.add_field_method_get("model", |_, i| Ok(i.0.reference.clone()));
         fields.add_field_method_get("path", |_, i| Ok(i.0.path.display().to_string()));
         fields.add_field_method_get("embeddings", |_, i| Ok(i.0.options.embeddings));
+        // Whether it may lead, comp, solo or review (not a router or embedding model).
+        fields.add_field_method_get("plays", |lua, i| Ok(super::band::plays(lua, &i.0)));
         fields.add_field_method_get("sampling", |_, i| {
             Ok(sampling::Sampling(i.0.sampling.clone()))
         });

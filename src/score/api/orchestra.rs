@@ -17,7 +17,7 @@ use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
 use crate::events::EventKind;
 use crate::score::context::ctx;
 use crate::score::options::Sandbox;
-use crate::score::util::{caller_location, describe, misuse, pretty};
+use crate::score::util::{caller_location, describe, misuse, pretty, score_location};
 
 use super::band::{self, STANDARD_SECTIONS};
 use super::model::to_lua;
@@ -42,7 +42,33 @@ pub(crate) const NAMES: &[&str] = &[
     "version",
     "Model",
     "Band",
+    "offstage",
+    "deprecated",
 ];
+
+/// Registry name of `orchestra.offstage`, the set of sections whose instruments never
+/// play (kept in the registry so a score that shadows `orchestra` cannot lose it).
+pub(crate) const OFFSTAGE: &str = "orchestra.offstage";
+
+/// Reports an old form a score still uses, once per VM: a `tracing` warning while
+/// playing and a note of `orchestra check`, pointing at the score's line.
+///
+/// ```lua
+/// orchestra.deprecated("`mylib.play(req, band)`", "write `mylib.play(band, req)`")
+/// ```
+pub(crate) fn deprecated(lua: &Lua, what: &str, instead: &str) {
+    let c = ctx(lua);
+    if !c.first_deprecation(what) {
+        return;
+    }
+    let at = score_location(lua).unwrap_or_else(|| c.score_name.clone());
+    let note = format!("{at}: deprecated: {what}; {instead}");
+    if !c.options.check_only {
+        let score = c.score_name.as_str();
+        tracing::warn!(target: "orchestra::score", score, "{note}");
+    }
+    c.warn(note);
+}
 
 /// Joins `print`-style arguments with `tostring`.
 pub(crate) fn join_args(lua: &Lua, args: &MultiValue, sep: &str) -> mlua::Result<String> {
@@ -304,6 +330,30 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
     lua.set_named_registry_value(band::CLASS, band_class.clone())?;
     o.set("Model", model_class)?;
     o.set("Band", band_class)?;
+
+    // Sections whose instruments route and never play (`band:lead`, `band:reviewer`,
+    // `band:players` and the arrangements skip them): `orchestra.offstage.tuning = true`.
+    let offstage = lua.create_table()?;
+    offstage.set("routing", true)?;
+    lua.set_named_registry_value(OFFSTAGE, offstage.clone())?;
+    o.set("offstage", offstage)?;
+
+    o.set(
+        "deprecated",
+        lua.create_function(|lua, (what, instead): (Value, Option<String>)| {
+            let Value::String(what) = what else {
+                return Err(misuse(
+                    lua,
+                    format!(
+                        "`orchestra.deprecated` needs the old form first: `orchestra.deprecated(\"`f(a, b)`\", \"write `f(b, a)`\")`, got {}",
+                        describe(&what)
+                    ),
+                ));
+            };
+            deprecated(lua, &what.to_str()?, instead.as_deref().unwrap_or("see the README"));
+            Ok(())
+        })?,
+    )?;
 
     lua.globals().set("orchestra", o)?;
 

@@ -1,12 +1,13 @@
 //! GGUF header reader: metadata and tensor infos, never tensor data, so inspecting a
-//! 40 GB model reads kilobytes. Checks the file is long enough for what it declares.
+//! 40 GB model reads kilobytes. Checks the file is long enough for what it declares;
+//! whether llama.cpp can load what it declares is `validate`'s.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::error::GgufError;
-use super::gguf::{GGUF_MAGIC, GgmlType, MetaArray, MetaValue, align_up, value_type};
+use super::types::{GGUF_MAGIC, GgmlType, MetaArray, MetaValue, align_up, value_type};
 
 /// Where one tensor lives in a GGUF file.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +43,9 @@ pub struct GgufHeader {
     /// Absolute file offset where tensor data starts.
     pub data_offset: u64,
     pub file_size: u64,
+    /// File offset of each metadata entry's type tag, in `metadata` order: validation
+    /// re-reads string arrays byte-exact (`metadata` holds them lossily as UTF-8).
+    pub(crate) value_offsets: Vec<u64>,
 }
 
 impl GgufHeader {
@@ -226,8 +230,10 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<GgufHeader, GgufError> {
     r.check_count(n_tensors, 8 + 4 + 4 + 8)?;
 
     let mut metadata = Vec::with_capacity(n_kv as usize);
+    let mut value_offsets = Vec::with_capacity(n_kv as usize);
     for _ in 0..n_kv {
         let key = r.string()?;
+        value_offsets.push(r.pos);
         let ty = r.u32()?;
         let value = r.value(ty, &key)?;
         metadata.push((key, value));
@@ -297,6 +303,7 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<GgufHeader, GgufError> {
         alignment,
         data_offset,
         file_size,
+        value_offsets,
     })
 }
 
@@ -497,8 +504,8 @@ impl HeaderReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::gguf::{GgufWriter, TensorType};
-    use crate::synth::testutil::TempDir;
+    use crate::synth::{GgufWriter, TensorType};
+    use tempfile::TempDir;
 
     fn sample_file(dir: &TempDir) -> PathBuf {
         let path = dir.path().join("sample.gguf");
@@ -537,7 +544,7 @@ mod tests {
 
     #[test]
     fn writer_output_reads_back() {
-        let dir = TempDir::new("read-roundtrip");
+        let dir = tempfile::tempdir().unwrap();
         let path = sample_file(&dir);
         let h = read_header(&path).unwrap();
         assert_eq!(h.version, 3);
@@ -583,7 +590,7 @@ mod tests {
         // The q8_0 payload decodes back to the input.
         let bytes = std::fs::read(&path).unwrap();
         let start = h.data_offset as usize;
-        let back = crate::synth::gguf::dequantize_q8_0(&bytes[start..start + 204]);
+        let back = crate::synth::dequantize_q8_0(&bytes[start..start + 204]);
         for (i, x) in back.iter().enumerate() {
             assert!((x - i as f32 / 100.0).abs() < 0.01, "{i}: {x}");
         }
@@ -601,7 +608,7 @@ mod tests {
 
     #[test]
     fn non_gguf_file_says_what_it_starts_with() {
-        let dir = TempDir::new("read-not-gguf");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.gguf");
         std::fs::write(&path, b"PK\x03\x04zip").unwrap();
         let err = read_header(&path).unwrap_err();
@@ -622,7 +629,7 @@ mod tests {
 
     #[test]
     fn truncated_files_are_reported_as_truncated() {
-        let dir = TempDir::new("read-truncated");
+        let dir = tempfile::tempdir().unwrap();
         let path = sample_file(&dir);
         let full = std::fs::read(&path).unwrap();
         let h = read_header(&path).unwrap();
@@ -652,7 +659,7 @@ mod tests {
 
     #[test]
     fn unsupported_version_is_named() {
-        let dir = TempDir::new("read-version");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.gguf");
         let mut bytes = b"GGUF".to_vec();
         bytes.extend_from_slice(&1u32.to_le_bytes());
@@ -667,7 +674,7 @@ mod tests {
 
     #[test]
     fn absurd_counts_do_not_allocate() {
-        let dir = TempDir::new("read-counts");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("huge.gguf");
         let mut bytes = b"GGUF".to_vec();
         bytes.extend_from_slice(&3u32.to_le_bytes());
@@ -680,7 +687,7 @@ mod tests {
 
     #[test]
     fn unknown_tensor_types_still_parse() {
-        let dir = TempDir::new("read-unknown-type");
+        let dir = tempfile::tempdir().unwrap();
         let path = sample_file(&dir);
         let mut bytes = std::fs::read(&path).unwrap();
         let h = read_header(&path).unwrap();

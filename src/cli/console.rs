@@ -1,5 +1,5 @@
 //! The REPL in a terminal: rustyline for editing, history and tab completion around the
-//! [`ReplSession`] engine. `readline` blocks, so it runs on the calling thread while the
+//! library's [`ReplSession`] engine (which knows nothing of terminals). `readline` blocks, so it runs on the calling thread while the
 //! conductor plays on its own; generations stream to the terminal as they come, reload
 //! notices appear above the prompt (rustyline's external printer), and Ctrl-C during
 //! an evaluation cancels it, not the REPL.
@@ -16,9 +16,7 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{Editor, ExternalPrinter, Helper};
 
-use super::conductor::Conductor;
-use super::options::Printer;
-use super::repl::{ReplOutput, ReplSession, describe_reload};
+use crate::score::{Conductor, Printer, ReplOutput, ReplSession, describe_reload};
 
 /// Terminal output shared by `print`, streamed tokens and reload notices: through
 /// rustyline's external printer when there is a terminal (so text shown while the prompt
@@ -51,7 +49,7 @@ impl ConsoleOut {
         self.write(&format!("{text}\n"));
     }
 
-    /// `print` for [`ScoreOptions::with_printer`](super::ScoreOptions::with_printer).
+    /// `print` for [`ScoreOptions::with_printer`](crate::score::ScoreOptions::with_printer).
     pub fn printer(&self) -> Printer {
         let out = self.clone();
         Arc::new(move |s: &str| out.line(s))

@@ -1,7 +1,8 @@
 //! The hub commands as the CLI runs them — `orchestra pull`, `orchestra models [rm]`,
 //! `orchestra search` — and the missing-model check `play` and `serve` run first: clap
-//! arguments in, human-readable text out. The work itself is the library API in
-//! `hub/`; nothing here is needed to use it from Rust.
+//! arguments in, human-readable text and the download question on the terminal out.
+//! The work itself is the library API in `hub/`; nothing here is needed to use it from
+//! Rust.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,16 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use indicatif::BinaryBytes;
 
-use super::cache::{self, CachedModel};
-use super::config::HubConfig;
-use super::error::HubError;
-use super::gguf;
-use super::progress::Progress;
-use super::pull;
-use super::reference::ModelRef;
-use super::scan;
-use super::search;
-use super::select;
+use super::progress;
+use crate::hub::cache::{self, CachedModel};
+use crate::hub::{HubConfig, HubError, ModelRef, Progress, gguf, pull, scan, search, select};
 
 /// `orchestra pull SCORE|REF...`
 #[derive(Debug, Clone, clap::Args)]
@@ -65,10 +59,11 @@ pub struct SearchArgs {
     pub limit: usize,
 }
 
-/// `--pull` for `play` and `serve`: flatten it into their arguments.
+/// `--pull` for every command that takes models (`play`, `serve`, `generate`,
+/// `inspect`, the benchmarks): flatten it into their arguments.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct PullFlag {
-    /// Download models the score needs that are not in the cache, without asking
+    /// Download `hf:` models that are not in the cache, without asking
     #[arg(long)]
     pub pull: bool,
 }
@@ -102,7 +97,7 @@ pub async fn run_pull(args: PullArgs) -> anyhow::Result<()> {
         bail!("nothing to pull: the scores name no `hf:` models");
     }
     let cfg = HubConfig::from_env();
-    let results = pull::pull_each(&refs, &cfg, Progress::bars()).await;
+    let results = pull::pull_each(&refs, &cfg, progress::bars()).await;
     let mut errors = Vec::new();
     for (reference, result) in refs.iter().zip(results) {
         match result {
@@ -183,7 +178,7 @@ pub async fn ensure_models(
     refs: &[ModelRef],
     policy: MissingModels,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    ensure_models_with(refs, &HubConfig::from_env(), policy, Progress::bars()).await
+    ensure_models_with(refs, &HubConfig::from_env(), policy, progress::bars()).await
 }
 
 /// [`ensure_models`] with an explicit configuration and progress sink.
@@ -374,8 +369,7 @@ pub fn models_report(args: &ModelsArgs, cfg: &HubConfig) -> anyhow::Result<Strin
             }
             continue;
         }
-        let mut files = Vec::new();
-        local_ggufs(&folder, "", 0, &mut files);
+        let files = local_ggufs(&folder);
         for candidate in select::models(&files) {
             let parts: Vec<PathBuf> = candidate.parts.iter().map(|p| folder.join(p)).collect();
             let size = parts
@@ -518,26 +512,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn local_ggufs(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let path = entry.path();
-        if path.is_dir() && depth < 3 {
-            local_ggufs(&path, &rel, depth + 1, out);
-        } else if select::is_model_gguf(&rel) {
-            out.push(rel);
-        }
-    }
+/// The model GGUF files in `dir` and up to three folders below it, relative to `dir`.
+fn local_ggufs(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .max_depth(4)
+        .follow_links(true)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_dir())
+        .filter_map(|e| cache::relative_name(dir, e.path()))
+        .filter(|rel| select::is_model_gguf(rel))
+        .collect()
 }
 
 /// The bytes of a model on disk, all parts.
