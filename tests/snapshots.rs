@@ -316,3 +316,69 @@ fn qwen_reuses_a_long_preamble_after_a_restart() {
     };
     assert_eq!(warm.text, reference.text);
 }
+
+/// A score sets the prompt cache per instrument: `prompt_cache = { ... }` turns the
+/// RAM tier on with its own threshold, `prompt_cache = false` turns snapshots off, and
+/// a wrong value is a clear error at load.
+#[tokio::test]
+async fn a_score_sets_the_prompt_cache_per_instrument() {
+    use orchestra::score::{Conductor, Request, ScoreOptions, ScoreSource};
+
+    let path = tiny_random(TensorType::F32);
+    let dir = scratch().join("snapshots-score");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let score = |cache: &str| {
+        format!(
+            r#"local band = orchestra.band {{ memory = "1GiB" }}
+band:add("keeper", {{ model = {model:?}, section = "code", context = 512, slots = 1,
+  sampling = {{ temperature = 0 }}, prompt_cache = {cache} }})
+local preamble = {PREAMBLE:?}
+local function ask(q)
+  local _, d = band.keeper:chat({{ {{ role = "system", content = preamble }}, {{ role = "user", content = q }} }}, {{ max_tokens = 4 }})
+  return d.prompt_sources
+end
+return {{ perform = function(req)
+  local first = ask("a ballad in D flat?")
+  band.keeper:generate("zebra quartet counting down: 9 8 7 6 5 4 3 2 1 0", {{ max_tokens = 4 }})
+  local second = ask("an up-tempo blues in F?")
+  return {{ first = first, second = second }}
+end }}
+"#,
+            model = path.display().to_string(),
+        )
+    };
+    let play = |text: String, name: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        async move {
+            let c = Conductor::start(ScoreSource::file(&file), ScoreOptions::default()).await?;
+            c.perform(Request::prompt("play")).await
+        }
+    };
+
+    let on = play(
+        score(r#"{ min_tokens = 16, ram = "16MiB", disk = 0 }"#),
+        "on.lua",
+    )
+    .await
+    .unwrap()
+    .data;
+    assert_eq!(on["first"]["ram"], 0, "{on}");
+    assert!(on["second"]["ram"].as_u64().unwrap() > 16, "{on}");
+    assert_eq!(on["second"]["disk"], 0, "disk = 0 writes no files: {on}");
+
+    let off = play(score("false"), "off.lua").await.unwrap().data;
+    assert_eq!(off["second"]["ram"], 0, "{off}");
+    assert_eq!(off["second"]["disk"], 0, "{off}");
+    assert!(off["second"]["computed"].as_u64().unwrap() > 16, "{off}");
+
+    let err = play(score(r#"{ ram = "lots" }"#), "bad.lua")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("prompt_cache.ram") && err.contains("512MiB"),
+        "{err}"
+    );
+}

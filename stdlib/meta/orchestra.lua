@@ -109,6 +109,7 @@ function Sampling:table() end
 ---@field threads? integer
 ---@field gpu_layers? integer
 ---@field embeddings? boolean Load for `embed` instead of generation.
+---@field prompt_cache? false|PromptCache Prefix snapshots of long prompts (default: on, 2048 tokens, 512MiB RAM, 8GiB disk); `false` turns them off.
 ---@field sampling? SamplingFields|Sampling Default sampling.
 ---@field max_tokens? integer Default answer length.
 ---@field system? string Default system prompt.
@@ -119,6 +120,11 @@ function Sampling:table() end
 ---@field timeout? string|number Remote: longest wait for the answer to start and between pieces (default "60s").
 ---@field connect_timeout? string|number Remote: time to open the connection (default "5s").
 ---@field retries? integer Remote: attempts after the first, before any text arrived (default 2; backoff 250 ms, doubling).
+
+---@class PromptCache
+---@field min_tokens? integer Prompts shorter than this are never snapshotted (default 2048).
+---@field ram? string|integer Host memory for this model's snapshots (default "512MiB"; 0: none).
+---@field disk? string|integer Size limit of the snapshot folder, `$ORCHESTRA_HOME/cache/prefix` (default "8GiB"; 0: no files).
 
 --- Who to leave out: a model, an instrument's name or a section's name, or a list of
 --- them (`{ soloist, "review" }`).

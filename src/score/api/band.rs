@@ -24,7 +24,7 @@ use mlua::{
     UserDataFields, UserDataMethods, Value,
 };
 
-use crate::engine::{DEFAULT_MAX_TOKENS, LoadOptions, SamplingParams};
+use crate::engine::{DEFAULT_MAX_TOKENS, LoadOptions, SamplingParams, SnapshotOptions};
 use crate::score::context::{StageKey, ctx};
 use crate::score::error::ScoreError;
 use crate::score::options::parse_duration;
@@ -59,6 +59,7 @@ const MEMBER_OPTIONS: &[&str] = &[
     "threads",
     "gpu_layers",
     "embeddings",
+    "prompt_cache",
     "sampling",
     "max_tokens",
     "system",
@@ -74,6 +75,7 @@ const MEMBER_OPTIONS: &[&str] = &[
 /// Options that only make sense for a model on this machine, or only for a remote one.
 const LOCAL_ONLY: &[&str] = &[
     "slots",
+    "prompt_cache",
     "batch",
     "threads",
     "gpu_layers",
@@ -447,6 +449,7 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
         options.gpu_layers = v;
     }
     options.embeddings = spec.get::<Option<bool>>("embeddings")?.unwrap_or(false);
+    options.snapshots = prompt_cache(lua, &name, spec.get("prompt_cache")?)?;
     let sampling = sampling::from_value(lua, &SamplingParams::default(), &spec.get("sampling")?)?;
     let max_tokens = uint("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS).max(1);
     let system = match spec.get::<Value>("system")? {
@@ -1001,4 +1004,74 @@ fn resolve_override(name: &str, file: &std::path::Path) -> Result<PathBuf, Score
             full.display()
         )))
     }
+}
+
+/// A member's `prompt_cache`: `false` turns prefix snapshots off; a table sets
+/// `min_tokens` (prompts shorter than this are never snapshotted), `ram` (host memory
+/// kept for this model's snapshots) and `disk` (the size limit of the snapshot folder),
+/// sizes as numbers of bytes or strings like "512MiB". Unset: the defaults.
+fn prompt_cache(lua: &Lua, name: &str, value: Value) -> mlua::Result<SnapshotOptions> {
+    let mut options = SnapshotOptions::default();
+    let table = match value {
+        Value::Nil | Value::Boolean(true) => return Ok(options),
+        Value::Boolean(false) => return Ok(SnapshotOptions::off()),
+        Value::Table(t) => t,
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `prompt_cache` must be false or a table like {{ min_tokens = 2048, ram = \"512MiB\", disk = \"8GiB\" }}, got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
+    check_keys(
+        lua,
+        &table,
+        &format!("`{name}`'s `prompt_cache`"),
+        &["min_tokens", "ram", "disk"],
+    )?;
+    let size = |key: &str| -> mlua::Result<Option<u64>> {
+        match table.get::<Value>(key)? {
+            Value::Nil => Ok(None),
+            Value::Integer(n) if n >= 0 => Ok(Some(n as u64)),
+            Value::String(s) => parse_bytes(&s.to_str()?).map(Some).ok_or_else(|| {
+                misuse(
+                    lua,
+                    format!(
+                        "`{name}`: `prompt_cache.{key}` must be a size like \"512MiB\", got {:?}",
+                        s.to_string_lossy()
+                    ),
+                )
+            }),
+            other => Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `prompt_cache.{key}` must be a size like \"512MiB\", got {}",
+                    describe(&other)
+                ),
+            )),
+        }
+    };
+    match table.get::<Value>("min_tokens")? {
+        Value::Nil => {}
+        Value::Integer(n) if n >= 0 && n <= u32::MAX as i64 => options.min_tokens = n as u32,
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "`{name}`: `prompt_cache.min_tokens` must be a whole number, got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    }
+    if let Some(ram) = size("ram")? {
+        options.ram_bytes = ram;
+    }
+    if let Some(disk) = size("disk")? {
+        options.disk_bytes = disk;
+    }
+    Ok(options)
 }
