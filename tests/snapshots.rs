@@ -382,3 +382,39 @@ end }}
         "{err}"
     );
 }
+
+/// An agent's turn is `[system, user (stamped per session), user]` (OpenClaw puts the
+/// time and the session id in its first user message): the snapshot is taken at the
+/// end of the system preamble, so the next session — whose first user message differs —
+/// still reuses it.
+#[test]
+fn a_session_stamped_first_message_still_reuses_the_system_preamble() {
+    let path = tiny_random(TensorType::F32);
+    let dir = folder("stamped");
+    let model = load(&path, &options(&dir, 512));
+    let turn = |session: &str| {
+        GenerateRequest::chat(vec![
+            ChatMessage::system(PREAMBLE),
+            ChatMessage::user(format!("[session {session}] a ballad in D flat?")),
+            ChatMessage::user("context: the drummer is late"),
+        ])
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(8)
+    };
+    let first = run(&model, turn("alpha-1"));
+    assert_eq!(first.prompt_sources.computed, first.prompt_tokens);
+    // Another conversation takes the only slot.
+    run(
+        &model,
+        GenerateRequest::raw("zebra quartet counting down: 9 8 7 6 5 4 3 2 1 0")
+            .with_sampling(SamplingParams::greedy())
+            .with_max_tokens(4),
+    );
+    let second = run(&model, turn("bravo-2"));
+    let preamble = preamble_tokens(&model, "[session bravo-2] a ballad in D flat?");
+    let s = second.prompt_sources;
+    assert_eq!(s.ram, preamble, "{s:?}");
+    assert_eq!(s.computed, second.prompt_tokens - preamble, "{s:?}");
+    let reference = run(&cold(&path, 512), turn("bravo-2"));
+    assert_eq!(second.text, reference.text);
+}

@@ -589,8 +589,11 @@ impl Model {
                 .collect(),
         });
         let sampler = self.build_sampler(&request.sampling, grammar.as_ref())?;
-        // A long chat's preamble and history (all but its last message) is what the
-        // next session or turn shares: the place to snapshot.
+        // Where to snapshot a long chat: what the next session shares. That is its
+        // leading system message(s) with the tools when they are long enough — an
+        // agent's preamble, identical in every session, while its first user message
+        // already differs per session (OpenClaw stamps the time and the session id
+        // there) — else everything before the last message (preamble and history).
         let prefix_hint = match (&request.prompt, &self.inner.snapshots) {
             (Prompt::Chat(messages), Some(o))
                 if messages.len() >= 2 && tokens.len() >= o.min_tokens as usize =>
@@ -600,15 +603,22 @@ impl Model {
                 } else {
                     &request.tools[..]
                 };
-                let before = &messages[..messages.len() - 1];
-                self.inner
-                    .template
-                    .render(before, tools, false)
-                    .ok()
-                    .map(|t| {
-                        let head = to_tokens(t);
-                        head.iter().zip(&tokens).take_while(|(a, b)| a == b).count()
-                    })
+                let shared = |before: &[ChatMessage]| {
+                    self.inner
+                        .template
+                        .render(before, tools, false)
+                        .ok()
+                        .map(|t| {
+                            let head = to_tokens(t);
+                            head.iter().zip(&tokens).take_while(|(a, b)| a == b).count()
+                        })
+                };
+                let systems = messages.iter().take_while(|m| m.role == "system").count();
+                let preamble = (systems > 0 && systems < messages.len())
+                    .then(|| shared(&messages[..systems]))
+                    .flatten()
+                    .filter(|&n| n >= o.min_tokens as usize);
+                preamble.or_else(|| shared(&messages[..messages.len() - 1]))
             }
             _ => None,
         };
