@@ -87,6 +87,17 @@ fn preamble_tokens(model: &Model, question: &str) -> usize {
     head.iter().zip(&all).take_while(|(a, b)| a == b).count()
 }
 
+/// Another conversation takes the model's only slot: its cache cannot help the next
+/// session, so only a snapshot can.
+fn take_the_only_slot(model: &Model) {
+    run(
+        model,
+        GenerateRequest::raw("zebra quartet counting down: 9 8 7 6 5 4 3 2 1 0")
+            .with_sampling(SamplingParams::greedy())
+            .with_max_tokens(4),
+    );
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     list_snapshots(dir).into_iter().map(|f| f.path).collect()
 }
@@ -98,13 +109,7 @@ fn a_new_session_reuses_the_preamble_from_ram_and_answers_as_a_cold_prefill() {
     let model = load(&path, &options(&dir, 512));
     let first = run(&model, session("a ballad in D flat?"));
     assert_eq!(first.prompt_sources.computed, first.prompt_tokens);
-    // Another conversation takes the only slot: its cache cannot help the next session.
-    run(
-        &model,
-        GenerateRequest::raw("zebra quartet counting down: 9 8 7 6 5 4 3 2 1 0")
-            .with_sampling(SamplingParams::greedy())
-            .with_max_tokens(4),
-    );
+    take_the_only_slot(&model);
     let second = run(&model, session("an up-tempo blues in F?"));
     let preamble = preamble_tokens(&model, "an up-tempo blues in F?");
     let s = second.prompt_sources;
@@ -403,13 +408,7 @@ fn a_session_stamped_first_message_still_reuses_the_system_preamble() {
     };
     let first = run(&model, turn("alpha-1"));
     assert_eq!(first.prompt_sources.computed, first.prompt_tokens);
-    // Another conversation takes the only slot.
-    run(
-        &model,
-        GenerateRequest::raw("zebra quartet counting down: 9 8 7 6 5 4 3 2 1 0")
-            .with_sampling(SamplingParams::greedy())
-            .with_max_tokens(4),
-    );
+    take_the_only_slot(&model);
     let second = run(&model, turn("bravo-2"));
     let preamble = preamble_tokens(&model, "[session bravo-2] a ballad in D flat?");
     let s = second.prompt_sources;
