@@ -35,6 +35,8 @@ pub fn bare_batched_decode(
     threads: Option<i32>,
     unified: bool,
 ) -> Result<f64, EngineError> {
+    // Declared first, so dropped last: after the context, the thread's team goes.
+    let _team = super::cores::ReleaseTeamOnDrop;
     super::probe::check(path, &super::LoadOptions::default())?;
     let params = LlamaModelParams::default();
     let model = LlamaModel::load_from_file(backend(), path, &params)
@@ -99,6 +101,7 @@ pub fn bare_decode(
     n_tokens: usize,
     threads: Option<i32>,
 ) -> Result<BareRun, EngineError> {
+    let _team = super::cores::ReleaseTeamOnDrop;
     let t0 = Instant::now();
     super::probe::check(path, &super::LoadOptions::default())?;
     let params = LlamaModelParams::default();

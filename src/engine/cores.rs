@@ -149,6 +149,49 @@ impl Cores {
     }
 }
 
+/// Let the OpenMP threads this thread started go (its idle thread team), so they no
+/// longer count against the cores.
+///
+/// Why: llama.cpp runs each decode on an OpenMP team started by the calling thread,
+/// and GNU libgomp keeps that team's threads parked afterwards. Every model worker
+/// that ever decoded with more than one thread keeps one, and once the parked threads
+/// of all workers outnumber the cores, libgomp switches every barrier in the process
+/// to a short ("throttled") spin that sleeps in the kernel at each of the graph's
+/// hundreds of barriers: a soloist decodes ~1.5x slower for the rest of the process
+/// after a band has comped once. An idle worker giving its team back keeps the count
+/// at the cores of the workers actually decoding. Costs one thread start the next
+/// time the worker decodes with more than one thread.
+///
+/// A no-op where llama.cpp was built without GNU OpenMP (the symbol is looked up at
+/// run time, so nothing here links against an OpenMP runtime).
+pub fn release_thread_team() {
+    type Pause = unsafe extern "C" fn(libc::c_int) -> libc::c_int;
+    static PAUSE: OnceLock<Option<Pause>> = OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name on the default handle; the symbol,
+        // where present, is libgomp's `int omp_pause_resource_all(omp_pause_resource_t)`.
+        unsafe {
+            let sym = libc::dlsym(libc::RTLD_DEFAULT, c"omp_pause_resource_all".as_ptr());
+            (!sym.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, Pause>(sym))
+        }
+    });
+    if let Some(pause) = pause {
+        // SAFETY: called outside any parallel region (libgomp refuses, returning
+        // non-zero, if not); `omp_pause_soft` is 1. It frees only this thread's pool.
+        unsafe { pause(1) };
+    }
+}
+
+/// Calls [`release_thread_team`] when dropped: for code outside the model workers that
+/// decodes on its own thread (the bare baseline loops), so its team does not outlive it.
+pub struct ReleaseTeamOnDrop;
+
+impl Drop for ReleaseTeamOnDrop {
+    fn drop(&mut self) {
+        release_thread_team();
+    }
+}
+
 /// One model worker's place in the allotment.
 #[derive(Debug)]
 pub struct Member {

@@ -199,6 +199,9 @@ pub(crate) struct Worker<'m> {
     want: usize,
     /// Threads the context decodes with now.
     threads_now: usize,
+    /// Whether a step ran with more than one thread since the worker was last idle
+    /// (so this thread may own a parked OpenMP team).
+    team_live: bool,
     /// The context's raw pointer, to change its threads (`None`: they stay fixed).
     raw: Option<*mut llama_cpp_sys_2::llama_context>,
     counters: Arc<DecodeCounters>,
@@ -232,6 +235,7 @@ impl<'m> Worker<'m> {
             member: Cores::global().join(),
             want: 1,
             threads_now: 1,
+            team_live: false,
             raw: None,
             counters: Arc::default(),
             snapshots: None,
@@ -260,8 +264,12 @@ impl<'m> Worker<'m> {
         let mut open = true;
         loop {
             if self.is_idle() {
-                // An idle worker takes no share of the cores.
+                // An idle worker takes no share of the cores, nor keeps threads.
                 self.member.set_busy(false);
+                if self.team_live {
+                    super::cores::release_thread_team();
+                    self.team_live = false;
+                }
                 if !open {
                     break;
                 }
@@ -331,6 +339,7 @@ impl<'m> Worker<'m> {
             unsafe { llama_cpp_sys_2::llama_set_n_threads(raw, n as i32, n as i32) };
             self.threads_now = n;
         }
+        self.team_live |= self.threads_now > 1;
         self.counters.record_threads(self.threads_now);
         grant
     }
