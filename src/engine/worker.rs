@@ -264,12 +264,7 @@ impl<'m> Worker<'m> {
         let mut open = true;
         loop {
             if self.is_idle() {
-                // An idle worker takes no share of the cores, nor keeps threads.
-                self.member.set_busy(false);
-                if self.team_live {
-                    super::cores::release_thread_team();
-                    self.team_live = false;
-                }
+                self.leave_shares_if_idle();
                 if !open {
                     break;
                 }
@@ -301,10 +296,15 @@ impl<'m> Worker<'m> {
     }
 
     /// Give up this worker's share of the cores once its last request is answered, so
-    /// whoever sees the answer sees the share back with the others.
-    fn leave_shares_if_idle(&self) {
+    /// whoever sees the answer sees the share back with the others; and its parked
+    /// OpenMP threads, so they never outnumber the cores (see `release_thread_team`).
+    fn leave_shares_if_idle(&mut self) {
         if self.is_idle() {
             self.member.set_busy(false);
+            if self.team_live {
+                super::cores::release_thread_team();
+                self.team_live = false;
+            }
         }
     }
 
