@@ -255,8 +255,17 @@ def arrangement_vs_solo(base, tokens, tries):
         return {"model": model, "max_tokens": tokens, "temperature": 0,
                 "messages": [{"role": "user", "content": f"{i}: write a function that reverses a string"}]}
     solo = min(timed_post(base, body("bench", i))[0] for i in range(tries))
-    full = min(timed_post(base, body("orchestra", i))[0] for i in range(tries))
-    return solo, full
+    full = min((timed_post(base, body("orchestra", i)) for i in range(tries)), key=lambda x: x[0])
+    return solo, full[0], phases(full[1])
+
+
+def phases(r):
+    """Where the arrangement's time went, from its trace: each player's role, wall ms,
+    prompt tokens computed (not from a cache) and tokens generated."""
+    plays = r.get("orchestra", {}).get("trace", {}).get("plays", [])
+    return "; ".join(
+        f"{p['role']} {p['player']} {p['ms']:.0f} ms ({p['prompt_sources'].get('computed', 0)} prompt tokens computed, "
+        f"{p['tokens']} generated)" for p in plays)
 
 
 def model_path(name):
@@ -288,6 +297,16 @@ def main():
                             capture_output=True, text=True, check=True).stdout.strip()
     if not os.path.exists(ORCHESTRA):
         subprocess.run(["cargo", "build", "--release", "--bin", "orchestra"], cwd=ROOT, check=True)
+    # llama-cpp-sys-2 configures llama.cpp's CMake build once per target folder: a folder
+    # built before GGML_LLAMAFILE changed keeps the old kernels, and the comparison lies.
+    peer_llamafile = "build-llamafile" in bindir
+    with open(ORCHESTRA, "rb") as f:
+        ours_llamafile = b"tinyBLAS" in f.read()
+    if ours_llamafile != peer_llamafile:
+        sys.exit(f"{ORCHESTRA} was built with llamafile {'ON' if ours_llamafile else 'OFF'} but the peers with "
+                 f"{'ON' if peer_llamafile else 'OFF'}: its target folder predates the setting in .cargo/config.toml. "
+                 "Fix: rm target/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt && "
+                 "GGML_LLAMAFILE=on cargo build --release --bin orchestra")
     lines = ["# Benchmarks: orchestra vs llama.cpp's own tools", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}. "
              f"Peers: llama-server/llama-bench from llama-cpp-python 0.3.36's llama.cpp (build.sh), "
@@ -306,10 +325,11 @@ def main():
         try:
             pp = (prompt_speed(ours, "bench", True), prompt_speed(peer, "bench", False))
             conc = (concurrency(ours, "bench", clients, tokens), concurrency(peer, "bench", clients, tokens))
-            # ~2,000-token system prompt and ~200 tokens a turn with a real tokenizer; the
-            # synthetic model's tokenizer spends ~3 tokens a word and llama-server caps a
-            # slot at its 2,048-token training context, so it gets a shorter conversation.
-            sizes = (60, 10) if name == "synthetic" else (1500, 150)
+            # ~2,000-token system prompt and ~200 tokens a turn with a real tokenizer (these
+            # numbered words take ~2 tokens each: ~4,300 tokens by turn 10); the synthetic
+            # model's tokenizer spends ~3 tokens a word and llama-server caps a slot at its
+            # 2,048-token training context, so it gets a shorter conversation.
+            sizes = (60, 10) if name == "synthetic" else (1000, 100)
             agent = (agent_turns(ours, "bench", turns, *sizes), agent_turns(peer, "bench", turns, *sizes))
             swap = swap_ms(ours, 2 if args.quick else 5)
             arr = arrangement_vs_solo(ours, tokens, 1 if args.quick else 3)
@@ -333,7 +353,7 @@ def main():
             lines.append(f"| agent turn {t + 1}: TTFT ms | {a:.0f} | {b:.0f} | {a / max(b, 1e-9):.2f}x |")
         lines += ["", f"Arrangement (route + 2 comping of {ARRANGE_COMP_TOKENS} tokens + solo of {tokens} tokens + 1 review of at most {ARRANGE_COMP_TOKENS}, "
                   f"`arrange.perform`) against the solo alone, through `orchestra serve`: {arr[1]:.0f} ms vs {arr[0]:.0f} ms, "
-                  f"**{arr[1] / arr[0]:.2f}x**. `orchestra bench` load of one slot x 1024: cold (page cache dropped) {eng[2]:.0f} ms, warm {eng[3]:.0f} ms.", ""]
+                  f"**{arr[1] / arr[0]:.2f}x**. Its parts (comping players run at once): {arr[2]}. `orchestra bench` load of one slot x 1024: cold (page cache dropped) {eng[2]:.0f} ms, warm {eng[3]:.0f} ms.", ""]
         print("\n".join(lines[-(13 + 2 * len(clients) + turns):]), flush=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
