@@ -309,3 +309,52 @@ fn timings_report_time_to_first_token_and_decode_speed() {
     assert!(c.timings.decode_tok_s > 0.0);
     assert!(c.prompt_tokens > 0 && c.completion_tokens > 3);
 }
+
+/// Two instruments of one band on one GGUF (one batch group, as a stage loads them):
+/// while one decodes, a request to the other joins that batch instead of decoding on
+/// its own worker with a share of the cores, and gets the answer it gets alone. A model
+/// outside the group never lends or borrows.
+#[test]
+fn instruments_on_one_gguf_in_one_band_batch_each_others_requests() {
+    let path = tiny_random(TensorType::F32);
+    let grouped = LoadOptions {
+        batch_group: Some(0xba7c),
+        ..opts(2)
+    };
+    let a = Model::load(&path, &grouped).unwrap();
+    let b = Model::load(&path, &grouped).unwrap();
+    let outsider = Model::load(&path, &opts(2)).unwrap();
+    assert!(a.shares_weights_with(&b));
+    let req = || {
+        greedy("what is the capital of France and why")
+            .with_max_tokens(24)
+            .with_ignore_eos(true)
+    };
+
+    // With the other idle, each decodes on its own worker.
+    let alone = run(&b, req());
+    let b_calls = b.decode_stats().decode_calls;
+    assert!(b_calls > 0);
+
+    // While `a` decodes a long request, `b`'s request rides in `a`'s steps.
+    let mut long = a
+        .generate(
+            greedy("a long chorus")
+                .with_max_tokens(100_000)
+                .with_ignore_eos(true),
+        )
+        .unwrap();
+    assert!(matches!(long.blocking_next(), Some(StreamItem::Text(_))));
+    let batched = run(&b, req());
+    assert_eq!(batched.text, alone.text, "the same answer, batched");
+    assert_eq!(
+        b.decode_stats().decode_calls,
+        b_calls,
+        "b's own worker decoded nothing: its request ran in a's batch"
+    );
+    // Not in the group: decodes alone on its own worker even while `a` is busy.
+    let outsider_calls = outsider.decode_stats().decode_calls;
+    assert_eq!(run(&outsider, req()).text, alone.text);
+    assert!(outsider.decode_stats().decode_calls > outsider_calls);
+    drop(long);
+}

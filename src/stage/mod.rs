@@ -263,6 +263,9 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled whenever a lease ends or a model leaves, so waiting loads re-check.
     room: Notify,
+    /// This stage's [`LoadOptions::batch_group`]: its instruments on one GGUF batch
+    /// each other's requests.
+    batch_group: u64,
 }
 
 /// The memory-budgeted set of models. Cheap to clone.
@@ -545,6 +548,11 @@ impl Stage {
                     next_copy: 1,
                 }),
                 room: Notify::new(),
+                batch_group: {
+                    static NEXT: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(1);
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                },
             }),
         }
     }
@@ -734,7 +742,8 @@ impl Stage {
         // The load runs to its end even when the request waiting for it is dropped
         // (cancelled, timed out); the reservation travels with it, so its bytes come
         // back when the load really ends, whoever is still waiting.
-        let (path, options) = (spec.path.clone(), spec.options.clone());
+        let (path, mut options) = (spec.path.clone(), spec.options.clone());
+        options.batch_group = Some(self.shared.batch_group);
         let progress = self.load_progress(name);
         let (loaded, reservation) = tokio::task::spawn_blocking(move || {
             (
