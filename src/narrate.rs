@@ -71,6 +71,68 @@ pub fn line(event: &Event) -> Option<String> {
     }
 }
 
+/// Tells lines in the order a listener expects. The score announces a part ("Coltrane
+/// is taking a solo") before the player's model is loaded, so the bus carries the
+/// announcement first and the loading second; told that way, the player takes a solo
+/// before walking on stage. A part's line is held until the next event: the loading of
+/// one of its players is told first, anything else lets it go.
+#[derive(Debug, Default)]
+pub struct Teller {
+    /// A part's line and the stage names of its players.
+    held: Option<(String, Vec<String>)>,
+}
+
+impl Teller {
+    /// Takes the next event; returns the lines to tell now, in order.
+    pub fn tell(&mut self, event: &Event) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (EventKind::ModelLoading { model, .. }, Some((_, players))) =
+            (&event.kind, &self.held)
+            && players.contains(&stage_name(model))
+        {
+            out.extend(line(event));
+            return out;
+        }
+        out.extend(self.flush());
+        let Some(text) = line(event) else { return out };
+        match part_players(event) {
+            Some(players) if !players.is_empty() => self.held = Some((text, players)),
+            _ => out.push(text),
+        }
+        out
+    }
+
+    /// The held line, if any (call when no more events come).
+    pub fn flush(&mut self) -> Option<String> {
+        self.held.take().map(|(text, _)| text)
+    }
+}
+
+/// The stage names of the players an announced part is about to play with.
+fn part_players(event: &Event) -> Option<Vec<String>> {
+    let EventKind::Custom { name, data } = &event.kind else {
+        return None;
+    };
+    let keys: &[&str] = match name.as_str() {
+        "solo" | "revise" => &["player"],
+        "comp" => &["players"],
+        "review" => &["reviewer"],
+        "jam" => &["players"],
+        _ => return None,
+    };
+    let mut players = Vec::new();
+    for k in keys {
+        match data.get(*k) {
+            Some(Value::String(p)) => players.push(stage_name(p)),
+            Some(Value::Array(ps)) => {
+                players.extend(ps.iter().filter_map(Value::as_str).map(stage_name))
+            }
+            _ => {}
+        }
+    }
+    Some(players)
+}
+
 fn custom_line(name: &str, d: &Value) -> Option<String> {
     Some(match name {
         "routed" => format!(
@@ -169,6 +231,47 @@ mod tests {
             name: name.into(),
             data,
         })
+    }
+
+    fn loading(model: &str) -> Event {
+        Event::new(EventKind::ModelLoading {
+            model: model.into(),
+            estimate_bytes: 0,
+        })
+    }
+
+    #[test]
+    fn a_player_walks_on_stage_before_taking_the_solo_it_was_announced_for() {
+        let mut t = Teller::default();
+        let mut told = Vec::new();
+        for e in [
+            custom("routed", json!({"section": "code"})),
+            custom("solo", json!({"player": "coltrane"})),
+            loading("coltrane"),
+            loading("mingus"),
+            custom(
+                "review",
+                json!({"reviewer": "mingus", "author": "coltrane"}),
+            ),
+            custom(
+                "verdict",
+                json!({"reviewer": "mingus", "verdict": "approve"}),
+            ),
+        ] {
+            told.extend(t.tell(&e));
+        }
+        told.extend(t.flush());
+        assert_eq!(
+            told,
+            [
+                "This one is for the code section.",
+                "Coltrane is walking on stage.",
+                "Coltrane is taking a solo.",
+                "Mingus is walking on stage.",
+                "Mingus is reviewing Coltrane's solo.",
+                "Mingus approves.",
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::events::{Event, EventBus};
-use crate::narrate::{Speaker, line, list, stage_name};
+use crate::narrate::{Speaker, Teller, list, stage_name};
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
@@ -378,26 +378,32 @@ impl Narrator {
         let task = tokio::spawn(async move {
             let mut lines = Vec::new();
             let mut say = say.map(std::sync::Arc::new);
-            let mut narrate = async |event: Event, lines: &mut Vec<String>| {
-                let Some(text) = line(&event) else { return };
-                if let Some(p) = print.as_mut() {
-                    p(&text);
-                }
-                if let Some(speaker) = say.clone() {
-                    let spoken = text.clone();
-                    let res = tokio::task::spawn_blocking(move || speaker.say(&spoken)).await;
-                    if let Ok(Err(e)) = res {
-                        eprintln!("warning: --say: {e}; narration goes on in text only");
-                        say = None;
+            let mut teller = Teller::default();
+            let mut narrate = async |event: Option<Event>, lines: &mut Vec<String>| {
+                let told = match event {
+                    Some(e) => teller.tell(&e),
+                    None => teller.flush().into_iter().collect(),
+                };
+                for text in told {
+                    if let Some(p) = print.as_mut() {
+                        p(&text);
                     }
+                    if let Some(speaker) = say.clone() {
+                        let spoken = text.clone();
+                        let res = tokio::task::spawn_blocking(move || speaker.say(&spoken)).await;
+                        if let Ok(Err(e)) = res {
+                            eprintln!("warning: --say: {e}; narration goes on in text only");
+                            say = None;
+                        }
+                    }
+                    lines.push(text);
                 }
-                lines.push(text);
             };
             loop {
                 tokio::select! {
                     biased;
                     r = rx.recv() => match r {
-                        Ok(e) => narrate(e, &mut lines).await,
+                        Ok(e) => narrate(Some(e), &mut lines).await,
                         Err(broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(broadcast::error::RecvError::Closed) => break,
                     },
@@ -406,7 +412,7 @@ impl Narrator {
                         // narrate it, then end.
                         loop {
                             match rx.try_recv() {
-                                Ok(e) => narrate(e, &mut lines).await,
+                                Ok(e) => narrate(Some(e), &mut lines).await,
                                 Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
                                 Err(_) => break,
                             }
@@ -415,6 +421,7 @@ impl Narrator {
                     }
                 }
             }
+            narrate(None, &mut lines).await;
             lines
         });
         Narrator {

@@ -608,7 +608,7 @@ fn a_disk_that_fills_up_during_a_pull_gives_a_clear_error_and_keeps_the_partial_
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn sigterm_during_a_stream_lets_it_finish_then_the_server_exits() {
+fn sigterm_during_a_stream_lets_it_finish_ends_event_streams_then_the_server_exits() {
     runtime().block_on(async {
         let dir = test_dir("sigterm");
         let drone = common::tiny_random(TensorType::F32);
@@ -660,6 +660,14 @@ return {{ perform = function(req) return "fine" end }}
         assert_eq!(stream.status(), 200);
         let mut seen =
             String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()).into_owned();
+        // An event stream is open too (what the stage page and `orchestra listen` keep):
+        // it is not a request in flight and must not hold the shutdown open.
+        let mut events = http
+            .get(format!("{}/api/events", url.trim_end_matches("/v1")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), 200);
         let pid = server.id().unwrap() as libc::pid_t;
         // SAFETY: a signal to the child this test started.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -675,6 +683,16 @@ return {{ perform = function(req) return "fine" end }}
         })
         .await
         .unwrap_or_else(|_| panic!("the server says it is stopping: {said:?}"));
+        // The event stream ends at once, with a last `closing` event.
+        let mut heard = String::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(chunk) = events.chunk().await.unwrap() {
+                heard.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the event stream ends when the server stops: {heard}"));
+        assert!(heard.contains("event: closing"), "{heard}");
         // The stream is still playing after the server said it is stopping...
         let next = stream
             .chunk()

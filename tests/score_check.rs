@@ -134,7 +134,7 @@ async fn hub_models_not_downloaded_are_a_note_in_check_and_an_error_in_play() {
     );
     let report = check(ScoreSource::file(&path), options()).await.unwrap();
     assert!(
-        report.notes[0].contains("run `orchestra pull SCORE` first"),
+        report.notes[0].contains(&format!("run `orchestra pull {}` first", path.display())),
         "{:?}",
         report.notes
     );

@@ -248,7 +248,16 @@ async fn the_repl_without_a_score_has_orchestra_and_the_stdlib() {
     )
     .await
     .unwrap();
+    assert!(c.is_scoreless());
     let mut s = ReplSession::new(c);
+    // Help speaks of the REPL as it is: no score to reload.
+    match s.feed(":help", None).await {
+        ReplOutput::Message(m) => assert!(m.contains("no score") && !m.contains(":reload"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(s.feed(":reload", None).await, ReplOutput::Error(e) if e.contains("no score to reload"))
+    );
     assert_eq!(
         values(
             s.feed("require(\"orchestra.text\").words(\"Blue Train\")", None)

@@ -333,17 +333,43 @@ fn bad_requests_get_openai_errors_with_the_right_status() {
             .await
             .unwrap();
         assert_eq!(res.status(), 404);
-        // A long prompt is a client error that says what to change.
-        let res = post(
-            "/chat/completions",
-            chat("coltrane", &"jazz ".repeat(700)).to_string(),
-        )
-        .await
-        .unwrap();
-        let status = res.status().as_u16();
-        let err: Value = res.json().await.unwrap();
-        assert_eq!(status, 400, "{err}");
-        assert_eq!(err["error"]["code"], "context_length_exceeded");
+        // A long prompt is a client error that says what to change, on every path: one
+        // instrument, a section's arrangement, and the score's whole arrangement (the
+        // refusal travels through the Lua score as a typed error, not a 500).
+        for model in ["coltrane", "orchestra/code", "orchestra"] {
+            let res = post(
+                "/chat/completions",
+                chat(model, &"jazz ".repeat(700)).to_string(),
+            )
+            .await
+            .unwrap();
+            let status = res.status().as_u16();
+            let err: Value = res.json().await.unwrap();
+            assert_eq!(status, 400, "{model}: {err}");
+            assert_eq!(err["error"]["code"], "context_length_exceeded", "{model}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("allows 511") && message.contains("raise `context`"),
+                "{model}: {message}"
+            );
+        }
+        // A user message without content is the client's mistake, said as such.
+        for body in [
+            json!({"model": "coltrane", "messages": [{"role": "user", "content": null}]}),
+            json!({"model": "coltrane", "messages": [{"role": "user"}]}),
+        ] {
+            let res = post("/chat/completions", body.to_string()).await.unwrap();
+            let status = res.status().as_u16();
+            let err: Value = res.json().await.unwrap();
+            assert_eq!(status, 400, "{body}: {err}");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("`messages[0].content` is missing or null"),
+                "{err}"
+            );
+        }
     });
 }
 

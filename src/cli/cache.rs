@@ -17,25 +17,24 @@ pub struct CacheArgs {
     /// The snapshot folder (default: `$ORCHESTRA_HOME/cache/prefix`).
     #[arg(long, global = true)]
     pub dir: Option<PathBuf>,
+    /// One JSON object per snapshot (`orchestra cache --json` or `cache list --json`).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum CacheAction {
     /// List the snapshots, most recently used first, with counts and sizes per model
     /// (the default).
-    List {
-        /// One JSON object per snapshot.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Delete every snapshot (prompts are computed again and re-snapshotted).
     Clear,
 }
 
 pub fn run(args: CacheArgs) -> anyhow::Result<()> {
     let dir = args.dir.unwrap_or_else(default_snapshot_dir);
-    match args.action.unwrap_or(CacheAction::List { json: false }) {
-        CacheAction::List { json } => list(&dir, json),
+    match args.action.unwrap_or(CacheAction::List) {
+        CacheAction::List => list(&dir, args.json),
         CacheAction::Clear => {
             let (count, bytes) = clear_snapshots(&dir).map_err(|e| {
                 anyhow::anyhow!(

@@ -27,24 +27,30 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     // Every instrument of every valid score: a `--model-file` must name one of them.
     let mut instruments = Vec::new();
     for score in &args.scores {
-        match check_blocking(ScoreSource::file(score), args.limits.options()) {
-            Ok(report) => {
-                instruments.extend(
-                    report
-                        .bands
-                        .iter()
-                        .flat_map(|b| b.instruments.iter().map(|i| i.name.clone())),
-                );
-                if args.json {
-                    reports.push(serde_json::to_value(&report)?);
-                } else {
-                    print!("{report}");
-                }
-            }
+        let checked = check_blocking(ScoreSource::file(score), args.limits.options());
+        if let Ok(report) = &checked {
+            instruments.extend(
+                report
+                    .bands
+                    .iter()
+                    .flat_map(|b| b.instruments.iter().map(|i| i.name.clone())),
+            );
+        }
+        reports.push((score, checked));
+    }
+    // A misspelt `--model-file` is the error to see first, not after the reports.
+    if reports.iter().all(|(_, r)| r.is_ok()) {
+        args.limits.models.check_names(&instruments)?;
+    }
+    let mut json = Vec::new();
+    for (score, checked) in reports {
+        match checked {
+            Ok(report) if args.json => json.push(serde_json::to_value(&report)?),
+            Ok(report) => print!("{report}"),
             Err(e) => {
                 failed += 1;
                 if args.json {
-                    reports.push(serde_json::json!({
+                    json.push(serde_json::json!({
                         "score": score.display().to_string(),
                         "error": e.to_string(),
                     }));
@@ -55,10 +61,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    }
-    if failed == 0 {
-        args.limits.models.check_names(&instruments)?;
+        println!("{}", serde_json::to_string_pretty(&json)?);
     }
     match failed {
         0 => Ok(()),

@@ -119,12 +119,19 @@ pub fn run_terminal(
                 }
             })?;
     }
-    out.line(&format!(
-        "orchestra {} — score `{}` (version {}). :help for help, Ctrl-D to leave.",
-        env!("CARGO_PKG_VERSION"),
-        conductor.name(),
-        conductor.version()
-    ));
+    out.line(&if conductor.is_scoreless() {
+        format!(
+            "orchestra {} — no score loaded (the stdlib is; `orchestra repl SCORE.lua` loads one). :help for help, Ctrl-D to leave.",
+            env!("CARGO_PKG_VERSION"),
+        )
+    } else {
+        format!(
+            "orchestra {} — score `{}` (version {}). :help for help, Ctrl-D to leave.",
+            env!("CARGO_PKG_VERSION"),
+            conductor.name(),
+            conductor.version()
+        )
+    });
     let mut session = ReplSession::new(conductor);
     loop {
         let line = match rl.readline(session.prompt()) {

@@ -564,23 +564,24 @@ fn count(n: u64) -> String {
     }
 }
 
-/// Left-aligned columns separated by two spaces.
-struct Table<const N: usize> {
+/// Left-aligned columns separated by two spaces, each as wide as its widest cell (the
+/// tables of `models`, `search` and `status`).
+pub(crate) struct Table<const N: usize> {
     rows: Vec<[String; N]>,
 }
 
 impl<const N: usize> Table<N> {
-    fn new(header: [&str; N]) -> Self {
+    pub(crate) fn new(header: [&str; N]) -> Self {
         Table {
             rows: vec![header.map(str::to_string)],
         }
     }
 
-    fn row(&mut self, cells: [String; N]) {
+    pub(crate) fn row(&mut self, cells: [String; N]) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let widths: Vec<usize> = (0..N)
             .map(|c| {
                 self.rows

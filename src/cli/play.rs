@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::events::EventKind;
 use crate::score::{
     Conductor, Request, Sandbox, ScoreOptions, ScoreSource, describe_reload, parse_duration,
 };
@@ -71,16 +70,19 @@ pub struct PlayArgs {
     /// play the request again. Ctrl-C stops.
     #[arg(long)]
     pub watch: bool,
-    /// Print the answer as JSON (text, returned data, version, timings).
+    /// Print the answer as one JSON document on stdout (text, returned data with the
+    /// trace, version, timings) instead of streaming it.
     #[arg(long)]
     pub json: bool,
     /// Show the events of the request (routing, generations, what the score emits) on
-    /// stderr.
+    /// stderr, one JSON object per line (the shape of `/api/events`).
     #[arg(long)]
     pub events: bool,
     /// After the answer, print the arrangement trace: who routed it and why, who comped,
     /// who soloed, each review verdict, tempo and swing per instrument (`--trace=json`
-    /// for JSON; the `=` is needed, so `--trace "a prompt"` keeps its prompt).
+    /// prints it as one JSON document on stdout and streams the answer on stderr, so
+    /// `play --trace=json SCORE "..." | jq` works; the `=` is needed, so `--trace "a
+    /// prompt"` keeps its prompt).
     #[arg(
         long,
         value_name = "FORMAT",
@@ -165,29 +167,27 @@ async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::
                         }
                     }
                 };
-                let line = match &e.kind {
-                    EventKind::Custom { name, data } => format!("[{name}] {data}"),
-                    EventKind::GenerationStarted { model, .. } => format!("[{model} starts]"),
-                    EventKind::GenerationFinished {
-                        model,
-                        tokens,
-                        tok_s,
-                        ..
-                    } => format!("[{model} done: {tokens} tokens, {tok_s:.0} tok/s]"),
-                    EventKind::ModelLoaded { model, load_ms, .. } => {
-                        format!("[{model} loaded in {load_ms:.0} ms]")
-                    }
-                    other => format!("[{other:?}]"),
-                };
+                // One JSON object per line (the same shape as `/api/events`), so
+                // `--events 2> events.jsonl` can be read by any tool.
+                let line = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
                 eprintln!("{line}");
             }
         })
     });
+    // stdout carries one thing: the answer, or one JSON document when JSON is asked
+    // for (`--json`: the answer with its data; `--trace=json`: the trace), so it pipes
+    // into `jq`. With `--trace=json` alone the answer still streams, on stderr.
+    let trace_json = show.trace.as_deref() == Some("json");
+    let answer_to_stderr = trace_json && !json;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let printer = tokio::spawn(async move {
         let mut streamed = false;
         while let Some(piece) = rx.recv().await {
-            if !json {
+            if answer_to_stderr {
+                let mut out = std::io::stderr().lock();
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            } else if !json {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(piece.as_bytes());
                 let _ = out.flush();
@@ -211,6 +211,12 @@ async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::
     let answer = result?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if answer_to_stderr {
+        if streamed {
+            eprintln!();
+        } else {
+            eprintln!("{}", answer.text);
+        }
     } else if streamed {
         println!();
     } else {
@@ -222,6 +228,8 @@ async fn play_once(conductor: &Conductor, prompt: &str, show: &Show) -> anyhow::
     if let Some(format) = &show.trace {
         let trace = Some(&answer.data["trace"]).filter(|t| !t.is_null());
         match trace {
+            // `--json` already printed the trace inside the answer's data.
+            Some(_) if format == "json" && json => {}
             Some(t) if format == "json" => println!("{}", serde_json::to_string_pretty(t)?),
             Some(t) => eprintln!("\n{}", crate::trace::render_trace(t)),
             None => eprintln!(
@@ -262,8 +270,12 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
             ev = reloads.recv() => {
                 let Ok(ev) = ev else { return Ok(()) };
                 eprintln!("{}", describe_reload(&ev));
-                if ev.ok && let Err(e) = play_once(&conductor, &args.prompt, &show).await {
-                    eprintln!("error: {e:#}");
+                if ev.ok {
+                    // A rule between replays, so answers do not run together.
+                    eprintln!("── replay on version {} ──", ev.version);
+                    if let Err(e) = play_once(&conductor, &args.prompt, &show).await {
+                        eprintln!("error: {e:#}");
+                    }
                 }
             }
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -277,8 +289,7 @@ pub fn hub_models_to_fetch(
     score: &std::path::Path,
     models: &super::ModelFileArgs,
 ) -> anyhow::Result<Vec<crate::hub::ModelRef>> {
-    let found = crate::hub::scan::score_models(score)
-        .with_context(|| format!("reading score `{}`", score.display()))?;
+    let found = crate::hub::scan::score_models(score)?;
     let src = if models.model_files.is_empty() {
         String::new()
     } else {

@@ -9,7 +9,7 @@ use clap::Args;
 use futures::StreamExt;
 
 use crate::events::Event;
-use crate::narrate::{Speaker, line, stage_name};
+use crate::narrate::{Speaker, stage_name};
 use crate::stage::{ModelState, human_bytes};
 use crate::status::{StatusReport, brief};
 
@@ -142,18 +142,22 @@ pub fn table(r: &StatusReport) -> String {
                 .unwrap_or("")
         );
     }
-    let _ = writeln!(
-        w,
-        "{:<12} {:<10} {:<9} {:>10} {:>11} {:>6}",
-        "instrument", "section", "state", "footprint", "tempo", "swing"
-    );
+    // Columns as wide as their widest cell: a tempo of 1234.5 tok/s or a long
+    // instrument name keeps the table straight.
+    let mut t = super::hub::Table::new([
+        "instrument",
+        "section",
+        "state",
+        "footprint",
+        "tempo",
+        "swing",
+        "",
+    ]);
     for i in &r.instruments {
-        let _ = writeln!(
-            w,
-            "{:<12} {:<10} {:<9} {:>10} {:>11} {:>6}{}",
-            i.name,
-            i.section,
-            state_word(i.state),
+        t.row([
+            i.name.clone(),
+            i.section.clone(),
+            state_word(i.state).to_string(),
             human_bytes(i.footprint_bytes),
             i.tempo
                 .map(|t| format!("{t:.1} tok/s"))
@@ -161,9 +165,10 @@ pub fn table(r: &StatusReport) -> String {
             i.swing
                 .map(|s| format!("{s:.2}"))
                 .unwrap_or_else(|| "—".into()),
-            if i.pinned { "  pinned" } else { "" }
-        );
+            if i.pinned { "pinned" } else { "" }.to_string(),
+        ]);
     }
+    w.push_str(&t.render());
     for a in &r.active {
         let _ = writeln!(
             w,
@@ -204,6 +209,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut last: Option<u64> = None;
     let mut warned = false;
+    let mut teller = crate::narrate::Teller::default();
     loop {
         let mut req = args.server.get(&client, "/api/events");
         if let Some(seq) = last {
@@ -243,7 +249,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
                     continue;
                 };
                 last = Some(event.seq);
-                if let Some(text) = line(&event) {
+                for text in teller.tell(&event) {
                     println!("{text}");
                     if let Some(s) = speaker.clone() {
                         let spoken = text.clone();
@@ -270,4 +276,41 @@ pub fn parse_block(block: &str) -> Option<Event> {
         return None;
     }
     serde_json::from_str(&data.join("\n")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_table_stays_aligned_when_numbers_grow() {
+        let instrument = |name: &str, tempo: f64| {
+            serde_json::json!({
+                "name": name, "section": "code", "model": "m.gguf", "embeddings": false,
+                "state": "resident", "load_progress": null, "footprint_bytes": 123_456_789_012u64,
+                "pinned": false, "playing": 0, "idle_ms": null, "unloads_in_ms": null,
+                "tempo": tempo, "swing": 0.5, "ttft_ms": null, "generations": 1,
+                "tokens": 1, "live_tokens": 0,
+            })
+        };
+        let report: StatusReport = serde_json::from_value(serde_json::json!({
+            "score": { "name": "s.lua", "version": 1, "sections": ["code"], "watching": false },
+            "instruments": [instrument("a", 1.0), instrument("a-very-long-instrument-name", 12345.6)],
+            "memory": { "used": 0, "budget": 0 }, "in_flight": 0, "queued": 0,
+            "max_in_flight": 1, "max_queue": 1,
+            "done": { "requests": 0, "failed": 0, "cancelled": 0 },
+            "active": [], "recent": [], "last_reload": null, "last_seq": 0,
+        }))
+        .unwrap();
+        let out = table(&report);
+        let rows: Vec<&str> = out.lines().skip(2).collect();
+        let column = |row: &str, word: &str| row.find(word).unwrap();
+        // "tempo" in the header starts where every tempo does.
+        let at = column(rows[0], "tempo");
+        assert_eq!(column(rows[1], "1.0 tok/s"), at, "{out}");
+        assert_eq!(column(rows[2], "12345.6 tok/s"), at, "{out}");
+        let swing = column(rows[0], "swing");
+        assert_eq!(column(rows[1], "0.50"), swing, "{out}");
+        assert_eq!(column(rows[2], "0.50"), swing, "{out}");
+    }
 }

@@ -19,9 +19,9 @@ pub struct ScoreModel {
 /// The model references in the score at `path`: every string literal that starts with
 /// `hf:` or ends with `.gguf`. A malformed `hf:` literal is an error naming the line.
 pub fn score_models(path: &Path) -> Result<Vec<ScoreModel>, ScanError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ScanError::Read {
+    let src = std::fs::read_to_string(path).map_err(|error| ScanError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
@@ -54,12 +54,14 @@ pub fn score_models(path: &Path) -> Result<Vec<ScoreModel>, ScanError> {
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     /// The file could not be read.
-    #[error("cannot read score `{}`: {source}", path.display())]
+    // The OS error is part of the message, not a `source`: an error chain printed with
+    // `{:#}` would say it twice.
+    #[error("cannot read score `{}`: {error}", path.display())]
     Read {
         /// The score.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An `hf:` literal is malformed.
     #[error("score `{}` line {line}: {message}", path.display())]

@@ -118,7 +118,12 @@ pub async fn check(source: ScoreSource, options: ScoreOptions) -> Result<CheckRe
                         remote,
                         name: m.name.clone(),
                         section: m.section.clone(),
-                        model: m.reference.clone(),
+                        // What plays: a `--model-file` replaces the score's reference.
+                        model: options
+                            .overrides
+                            .get(&m.name)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| m.reference.clone()),
                         path: resolved.then(|| m.path.clone()),
                         footprint: resolved
                             .then(|| crate::stage::estimate(&m.path, &m.options).ok())

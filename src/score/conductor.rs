@@ -322,6 +322,8 @@ struct Shared {
     recent: Arc<Mutex<VecDeque<ArrangementRecord>>>,
     last_reload: Arc<Mutex<Option<ReloadEvent>>>,
     name: String,
+    /// Started without a score file (`orchestra repl` alone): nothing to reload.
+    scoreless: bool,
     version: Arc<AtomicU64>,
 }
 
@@ -386,6 +388,7 @@ impl Conductor {
             recent: recent.clone(),
             last_reload: last_reload.clone(),
             name: source.name(),
+            scoreless: matches!(source, ScoreSource::Empty { .. }),
             version: version.clone(),
         });
         let weak = tx.downgrade();
@@ -562,6 +565,11 @@ impl Conductor {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Whether this conductor runs without a score file (the bare REPL).
+    pub fn is_scoreless(&self) -> bool {
+        self.shared.scoreless
     }
 
     pub async fn info(&self) -> Result<ScoreInfo, ScoreError> {

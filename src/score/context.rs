@@ -9,6 +9,7 @@ use std::time::Duration;
 use mlua::{AnyUserData, Lua};
 
 use super::api::band::Band;
+use super::error::Refusal;
 use super::options::ScoreOptions;
 use super::request::{TextSink, Usage};
 use crate::events::EventBus;
@@ -243,6 +244,15 @@ pub(crate) struct Scope {
     pub(crate) echo: Option<TextSink>,
     /// Tokens of the request's generations, summed.
     pub(crate) usage: Arc<Mutex<Usage>>,
+    /// Instruments that refused a generation for a reason the client can fix (a
+    /// prompt over the context): when the score fails with one of these messages, the
+    /// request failed because of it, and says so with a typed error.
+    pub(crate) refusals: Arc<Mutex<Vec<(Refusal, String)>>>,
+}
+
+/// Records that an instrument refused a generation (see [`Scope::refusals`]).
+pub(crate) fn add_refusal(kind: Refusal, message: &str) {
+    let _ = SCOPE.try_with(|s| s.refusals.lock().unwrap().push((kind, message.to_owned())));
 }
 
 /// Counts one finished generation into the running request's usage.

@@ -58,6 +58,35 @@ pub enum ScoreError {
     /// A model reference that cannot be used.
     #[error("{0}")]
     Model(String),
+    /// The score failed because an instrument refused the request for a reason the
+    /// client can fix (the prompt is over its context, a schema it cannot follow).
+    #[error("{message}")]
+    Refused { kind: Refusal, message: String },
+}
+
+/// Why an instrument refused a request the client could change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The prompt has more tokens than the instrument's context allows.
+    ContextLength,
+    /// Anything else about the request (empty prompt, a grammar or schema, a tool).
+    InvalidRequest,
+}
+
+impl Refusal {
+    /// The refusal an engine error amounts to, if it is the request's fault.
+    pub fn of(e: &crate::engine::EngineError) -> Option<Refusal> {
+        use crate::engine::EngineError as E;
+        match e {
+            E::PromptTooLong { .. } => Some(Refusal::ContextLength),
+            E::EmptyPrompt
+            | E::Grammar
+            | E::Template { .. }
+            | E::Schema { .. }
+            | E::UnknownTool { .. } => Some(Refusal::InvalidRequest),
+            _ => None,
+        }
+    }
 }
 
 fn traceback_suffix(t: &Option<String>) -> String {

@@ -56,7 +56,7 @@ pub use conductor::{
     ArrangementRecord, Conductor, InstrumentError, InstrumentHandle, InstrumentInfo, LeadError,
     RECENT_ARRANGEMENTS, ReloadEvent, ScoreInfo, error_location,
 };
-pub use error::{ScoreError, human_duration};
+pub use error::{Refusal, ScoreError, human_duration};
 pub use options::{
     DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT, Printer, Sandbox, ScoreOptions, parse_duration,
 };

@@ -39,6 +39,15 @@ const HELP: &str = "Lua with the score loaded: `band`, `score` and `orchestra` a
   :info     the score's version, files and instruments
   :help     this text";
 
+const HELP_SCORELESS: &str = "Lua with the stdlib loaded and no score: `orchestra` is a global.
+  declare a band here (`band = orchestra.band {}`, `band:add(\"name\", { model = \"FILE.gguf\", section = \"code\" })`),
+  or start with a score: `orchestra repl SCORE.lua`
+  expressions print their value; statements run; unfinished chunks continue on the next line
+  Tab completes globals, fields and methods
+  Ctrl-C cancels the running line (and its generations); Ctrl-D or :quit leaves
+  :info     the instruments declared so far
+  :help     this text";
+
 impl ReplSession {
     pub fn new(conductor: Conductor) -> ReplSession {
         ReplSession {
@@ -99,7 +108,13 @@ impl ReplSession {
     async fn command(&mut self, cmd: &str) -> ReplOutput {
         match cmd {
             "q" | "quit" | "exit" => ReplOutput::Quit,
+            "h" | "help" | "?" if self.conductor.is_scoreless() => {
+                ReplOutput::Message(HELP_SCORELESS.into())
+            }
             "h" | "help" | "?" => ReplOutput::Message(HELP.into()),
+            "reload" | "r" if self.conductor.is_scoreless() => ReplOutput::Error(
+                "there is no score to reload: start with `orchestra repl SCORE.lua`".into(),
+            ),
             "reload" | "r" => match self.conductor.reload().await {
                 Ok(ev) if ev.ok => ReplOutput::Message(format!(
                     "reloaded: version {} ({:.0} ms)",

@@ -12,8 +12,12 @@ use crate::hub::{HubConfig, ModelRef, cached_path};
 /// Local paths (`~/` expanded, relative paths against `score_dir`) must exist.
 /// `hf:ORG/REPO/FILE.gguf` references (and huggingface.co URLs) resolve through the
 /// hub's cache, without network: a model not downloaded yet is an error that says to
-/// run `orchestra pull`.
-pub fn resolve_model(reference: &str, score_dir: &Path) -> Result<PathBuf, ScoreError> {
+/// run `orchestra pull <score>` (`score`: the score as the user named it).
+pub fn resolve_model(
+    reference: &str,
+    score_dir: &Path,
+    score: &str,
+) -> Result<PathBuf, ScoreError> {
     let r = reference.trim();
     if r.is_empty() {
         return Err(ScoreError::Model(
@@ -38,7 +42,7 @@ pub fn resolve_model(reference: &str, score_dir: &Path) -> Result<PathBuf, Score
         }
         hub => cached_path(&hub, &HubConfig::from_env()).ok_or_else(|| {
             ScoreError::Model(format!(
-                "model `{r}` is not downloaded yet: run `orchestra pull SCORE` first"
+                "model `{r}` is not downloaded yet: run `orchestra pull {score}` first (or play a local file as this instrument with `--model-file NAME=FILE.gguf`)"
             ))
         }),
     }
@@ -50,13 +54,17 @@ mod tests {
 
     #[test]
     fn hub_references_ask_for_a_pull() {
-        let e = resolve_model("hf:org/repo/x.gguf", Path::new(".")).unwrap_err();
-        assert!(e.to_string().contains("orchestra pull"), "{e}");
+        let e = resolve_model("hf:org/repo/x.gguf", Path::new("."), "scores/mine.lua").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("run `orchestra pull scores/mine.lua`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_local_files_say_where_they_were_looked_for() {
-        let e = resolve_model("nope.gguf", Path::new("/tmp")).unwrap_err();
+        let e = resolve_model("nope.gguf", Path::new("/tmp"), "s.lua").unwrap_err();
         assert!(e.to_string().contains("/tmp/nope.gguf"), "{e}");
     }
 }

@@ -118,6 +118,7 @@ async fn run_metered<T>(
     fut: impl Future<Output = mlua::Result<T>>,
 ) -> Result<(T, Duration), ScoreError> {
     let options = &ctx.options;
+    let refusals = scope.refusals.clone();
     let scoped = SCOPE.scope(scope, fut);
     let metered = meter.run(lua, options.cpu_limit, scoped);
     let (res, spent) = match options.request_timeout {
@@ -147,7 +148,22 @@ async fn run_metered<T>(
             limit: human_bytes(options.memory_limit as u64),
             detail: flatten(&e).0,
         }),
-        Err(Stop::Lua(e)) => Err(ScoreError::from_lua(&e)),
+        Err(Stop::Lua(e)) => {
+            let err = ScoreError::from_lua(&e);
+            // An instrument's refusal that the score passed on (its message is in the
+            // error) is the request's fault, not the score's: keep its type.
+            let text = err.to_string();
+            let refused = refusals
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, m)| text.contains(m.as_str()))
+                .cloned();
+            Err(match refused {
+                Some((kind, message)) => ScoreError::Refused { kind, message },
+                None => err,
+            })
+        }
     }
 }
 

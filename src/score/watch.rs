@@ -1,9 +1,11 @@
 //! The file watcher behind hot reload: a debounced `notify` watcher on the *folders* of
 //! the score and every file it required (editors save by writing a temporary file and
 //! renaming it over the old one, which a watch on the file itself would lose), filtered
-//! to those files.
+//! to those files, and to changes of their contents (an editor's save often arrives as
+//! several events — write, rename, attribute change — that must cause one reload).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +17,8 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 /// Watches a set of files; calls back (from the watcher's thread) when any changes.
 pub(crate) struct FileWatcher {
     debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
-    files: Arc<Mutex<HashSet<PathBuf>>>,
+    /// The watched files and a fingerprint of the contents last seen of each.
+    files: Arc<Mutex<HashMap<PathBuf, Option<u64>>>>,
     dirs: HashSet<PathBuf>,
 }
 
@@ -24,7 +27,7 @@ impl FileWatcher {
         debounce: Duration,
         on_change: impl Fn(Vec<PathBuf>) + Send + 'static,
     ) -> notify::Result<FileWatcher> {
-        let files: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+        let files: Arc<Mutex<HashMap<PathBuf, Option<u64>>>> = Arc::default();
         let watched = files.clone();
         let tick = (debounce / 4).max(Duration::from_millis(5));
         let debouncer =
@@ -33,17 +36,22 @@ impl FileWatcher {
                 Some(tick),
                 move |res: DebounceEventResult| match res {
                     Ok(events) => {
-                        let files = watched.lock().unwrap();
+                        let mut files = watched.lock().unwrap();
                         let mut changed: Vec<PathBuf> = events
                             .iter()
                             .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
                             .flat_map(|e| e.event.paths.iter())
-                            .filter(|p| files.contains(*p))
+                            .filter(|p| files.contains_key(*p))
                             .cloned()
                             .collect();
-                        drop(files);
                         changed.sort();
                         changed.dedup();
+                        // Only files whose contents differ from what was last seen.
+                        changed.retain(|p| {
+                            let now = fingerprint(p);
+                            files.insert(p.clone(), now) != Some(now)
+                        });
+                        drop(files);
                         if !changed.is_empty() {
                             on_change(changed);
                         }
@@ -65,7 +73,7 @@ impl FileWatcher {
     /// Watch these files too (a reloaded score keeps the files the old version
     /// required during requests: the new one will most likely require them again).
     pub(crate) fn add_files(&mut self, files: &[PathBuf]) -> notify::Result<()> {
-        let mut all: Vec<PathBuf> = self.files.lock().unwrap().iter().cloned().collect();
+        let mut all: Vec<PathBuf> = self.files.lock().unwrap().keys().cloned().collect();
         all.extend(files.iter().map(|f| canonical(f)));
         self.set_files(&all)
     }
@@ -84,9 +92,25 @@ impl FileWatcher {
             let _ = self.debouncer.unwatch(d);
         }
         self.dirs = dirs;
-        *self.files.lock().unwrap() = files;
+        let mut seen = self.files.lock().unwrap();
+        let known = std::mem::take(&mut *seen);
+        *seen = files
+            .into_iter()
+            .map(|f| {
+                let print = known.get(&f).copied().unwrap_or_else(|| fingerprint(&f));
+                (f, print)
+            })
+            .collect();
         Ok(())
     }
+}
+
+/// A hash of a file's contents (`None` while it does not exist).
+fn fingerprint(p: &Path) -> Option<u64> {
+    let bytes = std::fs::read(p).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 fn canonical(p: &Path) -> PathBuf {

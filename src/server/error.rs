@@ -138,6 +138,11 @@ impl From<ScoreError> for ApiError {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message)
             }
             ScoreError::Stopped => ApiError::unavailable(message, 1),
+            ScoreError::Refused {
+                kind: crate::score::Refusal::ContextLength,
+                ..
+            } => ApiError::bad_request(message).with_code("context_length_exceeded"),
+            ScoreError::Refused { .. } => ApiError::bad_request(message),
             // A score error (file:line and traceback in the message) is the server's
             // fault, not the client's.
             _ => ApiError::internal(message).with_code("score_error"),

@@ -43,13 +43,18 @@ pub async fn events(
     // A number past the last event: the server restarted since the client heard it.
     let restarted = resume.is_some_and(|r| r > last);
     let after = resume.filter(|_| !restarted).unwrap_or(last);
-    Ok(Sse::new(stream(bus, after, restarted))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    Ok(
+        Sse::new(stream(bus, after, restarted, state.closing.clone()))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response(),
+    )
 }
 
 struct Follow {
     bus: EventBus,
+    /// The server is stopping: send `closing` and end.
+    closing: tokio_util::sync::CancellationToken,
+    ended: bool,
     rx: broadcast::Receiver<Event>,
     ready: VecDeque<SseEvent>,
     /// The last sequence number sent.
@@ -89,10 +94,13 @@ fn stream(
     bus: EventBus,
     after: u64,
     restarted: bool,
+    closing: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let (past, rx) = bus.subscribe_after(after);
     let mut follow = Follow {
         bus,
+        closing,
+        ended: false,
         rx,
         ready: VecDeque::new(),
         sent: after,
@@ -116,7 +124,25 @@ fn stream(
             if let Some(e) = f.ready.pop_front() {
                 return Some((Ok(e), f));
             }
-            match f.rx.recv().await {
+            if f.ended {
+                return None;
+            }
+            let next = tokio::select! {
+                biased;
+                _ = f.closing.cancelled() => {
+                    // The last word: clients know the end was meant (and EventSource
+                    // reconnects once the server is back).
+                    f.ended = true;
+                    f.ready.push_back(
+                        SseEvent::default()
+                            .event("closing")
+                            .data(r#"{"reason":"the server is stopping"}"#),
+                    );
+                    continue;
+                }
+                r = f.rx.recv() => r,
+            };
+            match next {
                 Ok(e) => f.take(vec![e]),
                 // Fell behind: pick up again from the history.
                 Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -93,6 +93,10 @@ pub struct Inner {
     stop: tokio::sync::watch::Sender<u64>,
     /// `ServeConfig::max_messages`.
     max_messages: usize,
+    /// Cancelled when the server begins to stop: event streams (`/api/events`, the
+    /// stage page, `orchestra listen`) end with a `closing` event then, because they
+    /// are not requests in flight and would otherwise hold the shutdown open forever.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Default)]
@@ -126,6 +130,7 @@ impl AppState {
                 api_key: config.api_key.clone().filter(|k| !k.is_empty()),
                 stop: tokio::sync::watch::Sender::new(0),
                 max_messages: config.max_messages.max(1),
+                closing: tokio_util::sync::CancellationToken::new(),
             }),
         }
     }
@@ -267,19 +272,24 @@ pub fn check_bind(host: IpAddr, api_key: Option<&str>) -> Result<(), String> {
     ))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting connections and waits for
-/// the requests in flight (streams included) to finish.
+/// Serves until `shutdown` resolves, then stops accepting connections, ends the event
+/// streams (with a `closing` event) and waits for the requests in flight (streamed
+/// answers included) to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     config: &ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = state.closing.clone();
     let app = router(state, config);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closing.cancel();
+    })
     .await
 }

@@ -220,6 +220,13 @@ pub fn messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>, ApiError> {
         };
         let content = match m.content {
             Some(c) => c.into_text()?,
+            // OpenAI refuses these too: only an assistant turn that calls tools (or a
+            // system/tool turn with nothing to say) may leave `content` out.
+            None if role == "user" => {
+                return Err(ApiError::bad_request(format!(
+                    "`messages[{i}].content` is missing or null: a user message needs content (a string, or a list of text parts)"
+                )));
+            }
             None => String::new(),
         };
         let tool_calls = m

@@ -392,7 +392,7 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
     let resolved = match (overridden, &url) {
         (Some(file), _) => resolve_override(&name, file),
         (None, Some(_)) => Err(ScoreError::Model(String::new())),
-        (None, None) => resolve_model(&reference, &c.dir),
+        (None, None) => resolve_model(&reference, &c.dir, &c.score_name),
     };
     let path = match resolved {
         // A remote instrument has no file (unless `--model-file` plays one instead).

@@ -140,6 +140,17 @@ fn failure(lua: &Lua, err: impl std::fmt::Display) -> mlua::Result<(Value, Value
     ))
 }
 
+/// `(nil, err)` for an engine error of instrument `name`; a refusal the client can fix
+/// (a prompt over the context) is also recorded for the request, so the request fails
+/// with that type if the score passes the error on.
+fn refused(lua: &Lua, name: &str, e: &EngineError) -> mlua::Result<(Value, Value)> {
+    let message = format!("`{name}`: {e}");
+    if let Some(kind) = super::super::error::Refusal::of(e) {
+        super::super::context::add_refusal(kind, &message);
+    }
+    failure(lua, message)
+}
+
 fn not_while_checking(lua: &Lua, m: &Member, method: &str) -> mlua::Error {
     misuse(
         lua,
@@ -600,7 +611,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
         Err(EngineError::Remote { reason, .. }) => {
             return failure(&lua, format!("`{}`: {reason}", m.name));
         }
-        Err(e) => return failure(&lua, format!("`{}`: {e}", m.name)),
+        Err(e) => return refused(&lua, &m.name, &e),
     };
     let id = generation.id();
     m.events.emit(EventKind::GenerationStarted {
@@ -645,7 +656,7 @@ async fn play(lua: Lua, m: Arc<Member>, p: Prepared) -> mlua::Result<(Value, Val
                     EngineError::Remote { reason, .. } => {
                         failure(&lua, format!("`{}` (remote): {reason}", m.name))
                     }
-                    e => failure(&lua, format!("`{}`: {e}", m.name)),
+                    e => refused(&lua, &m.name, &e),
                 };
             }
             None => {
