@@ -14,7 +14,7 @@ local arrange = require("orchestra.arrange")
 local band = orchestra.band({
   -- Above the sum of the footprints, nothing is ever unloaded; below it, the stage
   -- swaps idle models out (least recently used first).
-  memory = "14GiB",
+  memory = "16GiB",
   idle_unload = "10m",
   -- `routing` holds the router models: they listen, they never play.
   sections = { "code", "creative", "analysis", "review", "routing" },
@@ -24,8 +24,11 @@ local band = orchestra.band({
 band:add("coltrane", {
   model = "hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
   section = "code",
-  context = 4096,
-  slots = 2,
+  -- Room for an agent's conversation (OpenClaw's prompt alone is ~12k tokens); the
+  -- KV cache as q8_0 keeps 32k tokens in about half the memory of f16.
+  context = 32768,
+  slots = 1,
+  kv_cache = "q8_0",
   sampling = { temperature = 0.2, top_p = 0.9 },
 })
 
@@ -33,8 +36,11 @@ band:add("coltrane", {
 band:add("ella", {
   model = "hf:bartowski/Mistral-7B-Instruct-v0.3-GGUF/Mistral-7B-Instruct-v0.3-Q4_K_M.gguf",
   section = "creative",
-  context = 4096,
-  slots = 2,
+  -- Room for an agent's conversation (OpenClaw's prompt alone is ~12k tokens); the
+  -- KV cache as q8_0 keeps 32k tokens in about half the memory of f16.
+  context = 32768,
+  slots = 1,
+  kv_cache = "q8_0",
   sampling = { temperature = 0.9, top_p = 0.95 },
 })
 
@@ -42,8 +48,11 @@ band:add("ella", {
 band:add("monk", {
   model = "hf:bartowski/Llama-3.2-3B-Instruct-GGUF/Llama-3.2-3B-Instruct-Q4_K_M.gguf",
   section = "analysis",
-  context = 4096,
-  slots = 2,
+  -- Room for an agent's conversation (OpenClaw's prompt alone is ~12k tokens); the
+  -- KV cache as q8_0 keeps 32k tokens in about half the memory of f16.
+  context = 32768,
+  slots = 1,
+  kv_cache = "q8_0",
   sampling = { temperature = 0.4 },
 })
 

@@ -1,6 +1,7 @@
--- The pocket band: small real models that fit a laptop (about 2 GB of files, 3 GiB
--- resident with every member loaded), in four families, playing the default
--- arrangement: route, comp, solo, review.
+-- The pocket band: small real models that fit a laptop (about 2 GB of files, under
+-- 4 GiB resident with every member loaded), in four families, playing the default
+-- arrangement: route, comp, solo, review. Agents (OpenClaw, the openai-agents SDK) get
+-- the soloist alone, with a 32k context: their prompts run to 12-17k tokens.
 --
 --   orchestra pull scores/pocket.lua                      # download the models once
 --   orchestra play scores/pocket.lua "write a python function that reverses a list"
@@ -11,7 +12,7 @@ local route = require("orchestra.route")
 local arrange = require("orchestra.arrange")
 
 local band = orchestra.band({
-  memory = "3GiB",
+  memory = "4GiB",
   idle_unload = "10m",
   sections = { "code", "creative", "analysis", "review", "routing" },
 })
@@ -20,8 +21,10 @@ local band = orchestra.band({
 band:add("coltrane", {
   model = "hf:Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
   section = "code",
-  context = 2048,
-  slots = 2,
+  -- An agent's conversation in one slot; the KV cache as q8_0 (about half of f16).
+  context = 32768,
+  slots = 1,
+  kv_cache = "q8_0",
   max_tokens = 384,
   sampling = { temperature = 0.2, top_p = 0.9 },
 })
@@ -30,8 +33,10 @@ band:add("coltrane", {
 band:add("monk", {
   model = "hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf",
   section = "analysis",
-  context = 2048,
-  slots = 2,
+  -- An agent's conversation in one slot; the KV cache as q8_0 (about half of f16).
+  context = 32768,
+  slots = 1,
+  kv_cache = "q8_0",
   max_tokens = 384,
   sampling = { temperature = 0.4 },
 })
@@ -40,8 +45,10 @@ band:add("monk", {
 band:add("ella", {
   model = "hf:bartowski/Llama-3.2-1B-Instruct-GGUF/Llama-3.2-1B-Instruct-Q4_K_M.gguf",
   section = "creative",
-  context = 2048,
-  slots = 2,
+  -- An agent's conversation in one slot; the KV cache as q8_0 (about half of f16).
+  context = 32768,
+  slots = 1,
+  kv_cache = "q8_0",
   max_tokens = 384,
   sampling = { temperature = 0.9, top_p = 0.95 },
 })

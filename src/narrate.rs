@@ -164,6 +164,23 @@ fn custom_line(name: &str, d: &Value) -> Option<String> {
             }
         }
         "revise" => format!("{} plays it again.", s(d, "player")),
+        "tool_guard" => {
+            let tools: Vec<String> = d
+                .get("blocked")
+                .and_then(Value::as_array)
+                .map(|b| {
+                    b.iter()
+                        .filter_map(|x| x.get("name").and_then(Value::as_str))
+                        .map(|n| format!("`{n}`"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "The band holds back {} call to {}.",
+                possessive(&s(d, "player")),
+                tools.join(", ")
+            )
+        }
         "jam" => format!("Jam session: {} all play.", list(&names(d, "players"))),
         "merge" => format!("{} brings it all together.", s(d, "leader")),
         "escalate" => format!("{} hands it over to {}.", s(d, "from"), s(d, "to")),

@@ -201,6 +201,38 @@ pub fn render_trace(trace: &Value) -> String {
         row(w, "solo", text);
     }
 
+    // Parts the arrangement left out, and why (an agent's turn plays the soloist alone).
+    for sk in items(trace, "skipped") {
+        row(
+            w,
+            "skipped",
+            format!(
+                "{}: {}",
+                s(&sk, "part").unwrap_or("?"),
+                s(&sk, "why").unwrap_or("?")
+            ),
+        );
+    }
+
+    // Tool calls the score's policy kept from the client.
+    if let Some(tools) = trace.get("tools") {
+        for b in items(tools, "blocked") {
+            row(
+                w,
+                "tools",
+                format!(
+                    "blocked `{}` {}: {}",
+                    s(&b, "name").unwrap_or("?"),
+                    one_line(s(&b, "arguments").unwrap_or(""), 48),
+                    s(&b, "why").unwrap_or("?")
+                ),
+            );
+        }
+        if let Some(again) = s(tools, "asked_again") {
+            row(w, "tools", format!("asked the soloist again {again}"));
+        }
+    }
+
     for f in items(trace, "fallbacks") {
         let to = s(&f, "to")
             .map(|t| format!(" → {}", stage_name(t)))

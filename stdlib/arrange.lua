@@ -366,9 +366,26 @@ function arrange.solo(band, who, req, opts)
   end
   local role = opts.role or "solo"
   local prompt = prompt_table(req, with_notes(conversation(req), opts.notes, opts.note_chars))
-  -- Only the soloist gets the client's tools (comping and review never do).
-  if type(req) == "table" and req.tools then
-    prompt.tools, prompt.tool_choice = req.tools, req.tool_choice
+  -- Only the soloist gets the client's tools (comping and review never do), less any
+  -- the arrangement withholds (`tools = false`: all of them; `withhold`: by name).
+  if type(req) == "table" and req.tools and opts.tools ~= false then
+    local tools, withheld = {}, {}
+    for _, name in ipairs(opts.withhold or {}) do
+      withheld[name] = true
+    end
+    for _, tool in ipairs(req.tools) do
+      if not withheld[tool.name] then
+        tools[#tools + 1] = tool
+      end
+    end
+    if #tools > 0 then
+      prompt.tools = tools
+      local choice = req.tool_choice
+      if type(choice) == "table" and withheld[choice.name] then
+        choice = "auto"
+      end
+      prompt.tool_choice = choice
+    end
   end
   local gen = generation(opts, opts.max_tokens)
   local on_piece
@@ -1035,6 +1052,216 @@ function arrange.cascade(band, players, req, opts)
 end
 
 ---------------------------------------------------------------------------------------
+-- Agents: turns played for an agent, and the calls that may go back to it
+
+--- Why `req` is an agent's turn, or nil when it is not: it offers tools, carries a
+--- tool result, or opens with an agent-sized system prompt (`preamble_chars`, default
+--- 4000 characters). `arrange.perform` plays such a turn with the soloist alone: the
+--- conversation reaches it unchanged (its prefix stays cached from the last turn), and
+--- comping and review, which measured no gain on agent turns, are skipped.
+---@param req table|string
+---@param opts table|nil  `{ preamble_chars = 4000 }`
+---@return string|nil why
+function arrange.agent_turn(req, opts)
+  if type(req) ~= "table" then
+    return nil
+  end
+  if req.tools and #req.tools > 0 then
+    return "the request offers tools"
+  end
+  local preamble = 0
+  for _, m in ipairs(req.messages or {}) do
+    if m.role == "tool" then
+      return "the conversation carries a tool result"
+    end
+    if m.role == "system" then
+      preamble = preamble + #(m.content or "")
+    end
+  end
+  local limit = (opts and opts.preamble_chars) or 4000
+  if preamble >= limit then
+    return ("the system prompt has %d characters, an agent's preamble"):format(preamble)
+  end
+  return nil
+end
+
+-- Deep equality of decoded JSON values (argument order never matters).
+local function same_value(a, b)
+  if type(a) ~= type(b) then
+    return false
+  end
+  if type(a) ~= "table" then
+    return a == b
+  end
+  for k, v in pairs(a) do
+    if not same_value(v, b[k]) then
+      return false
+    end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then
+      return false
+    end
+  end
+  return true
+end
+
+local function same_arguments(x, y)
+  if x == y then
+    return true
+  end
+  local ok_a, a = pcall(orchestra.json.decode, x or "{}")
+  local ok_b, b = pcall(orchestra.json.decode, y or "{}")
+  return ok_a and ok_b and same_value(a, b)
+end
+
+--- Whether the conversation already answered `call`: an earlier assistant turn made
+--- the same call (same tool, same arguments) and a tool message carries its result.
+---@param req table
+---@param call table  `{ name, arguments }`
+---@return boolean
+function arrange.already_answered(req, call)
+  if type(req) ~= "table" then
+    return false
+  end
+  local answered = {}
+  for _, m in ipairs(req.messages or {}) do
+    if m.role == "tool" and m.tool_call_id then
+      answered[m.tool_call_id] = true
+    end
+  end
+  for _, m in ipairs(req.messages or {}) do
+    for _, c in ipairs(m.tool_calls or {}) do
+      if c.name == call.name and answered[c.id] and same_arguments(c.arguments, call.arguments) then
+        return true
+      end
+    end
+  end
+  return false
+end
+
+-- Words that ask for a change in the user's own request.
+local CHANGE_WORDS = {
+  "write", "edit", "change", "modify", "update", "create", "save", "delete", "remove",
+  "rename", "replace", "fix", "append", "insert", "run", "execute", "install", "commit",
+  "send", "refactor", "overwrite", "patch", "move", "make",
+}
+
+--- Tools that change files, run commands or reach beyond the conversation (OpenClaw's
+--- names among them). A score names its own with `tool_policy = arrange.careful_tools
+--- { side_effects = { ... } }`.
+arrange.SIDE_EFFECT_TOOLS = {
+  "write", "edit", "apply_patch", "exec", "process", "bash", "shell", "run",
+  "message", "cron", "gateway", "nodes", "write_file", "edit_file", "delete_file",
+}
+
+-- The last user message's words, lowercased.
+local function last_user_words(req)
+  local last = type(req) == "table" and req.prompt or tostring(req or "")
+  local words = {}
+  for w in last:lower():gmatch("[%a_]+") do
+    words[w] = true
+  end
+  return words
+end
+
+--- The default tool-call policy for small soloists, as a function `(req, calls) ->
+--- kept, blocked` (`blocked`: `{ call, why }` entries). A call goes back to the client
+--- only when the conversation has not answered it already, when it changes nothing
+--- (no tool of `side_effects`) or the user's last message asks for a change, and at
+--- most `max_calls` (default 1) per turn. `arrange.perform` asks the soloist again
+--- with the blocked tools withheld when nothing is kept.
+---
+--- ```lua
+--- arrange.perform(band, req, { tool_policy = arrange.careful_tools { side_effects = { "write", "exec" } } })
+--- arrange.perform(band, req, { tool_policy = false })  -- every call goes back as made
+--- ```
+---@param opts table|nil  `{ side_effects = {...}, max_calls = 1, change_words = {...} }`
+---@return function policy
+function arrange.careful_tools(opts)
+  opts = opts or {}
+  local side = {}
+  for _, name in ipairs(opts.side_effects or arrange.SIDE_EFFECT_TOOLS) do
+    side[name] = true
+  end
+  local max_calls = opts.max_calls or 1
+  local change_words = opts.change_words or CHANGE_WORDS
+  return function(req, calls)
+    local words = last_user_words(req)
+    local asks_change = false
+    for _, w in ipairs(change_words) do
+      if words[w] then
+        asks_change = true
+        break
+      end
+    end
+    local kept, blocked = {}, {}
+    for _, call in ipairs(calls) do
+      local why
+      if arrange.already_answered(req, call) then
+        why = "the conversation already has its result"
+      elseif side[call.name] and not asks_change then
+        why = "it changes files or runs commands, and the request asks for no change"
+      elseif #kept >= max_calls then
+        why = ("at most %d call%s per turn"):format(max_calls, max_calls == 1 and "" or "s")
+      end
+      if why then
+        blocked[#blocked + 1] = { call = call, why = why }
+      else
+        kept[#kept + 1] = call
+      end
+    end
+    return kept, blocked
+  end
+end
+
+-- Applies the tool policy to a draft's calls: blocked calls never reach the client;
+-- when none is left, the soloist is asked again with the blocked tools withheld (once),
+-- so it answers from what the conversation has. The trace and a `tool_guard` event
+-- say what was blocked and why.
+local function guard_tools(band, section, req, solo, draft, policy)
+  local kept, blocked = policy(req, draft.tool_calls)
+  if #blocked == 0 then
+    return draft
+  end
+  local t = trace.of(req)
+  local entry = { blocked = {}, kept = #kept }
+  local withhold = {}
+  for _, b in ipairs(blocked) do
+    entry.blocked[#entry.blocked + 1] = { name = b.call.name, arguments = trace.clip(b.call.arguments or "", 200), why = b.why }
+    withhold[#withhold + 1] = b.call.name
+  end
+  t.tools = entry
+  trace.emit(req, "tool_guard", { player = draft.player, blocked = entry.blocked, kept = #kept })
+  if #kept > 0 then
+    draft.tool_calls = kept
+    return draft
+  end
+  local again = {}
+  for k, v in pairs(solo) do
+    again[k] = v
+  end
+  again.withhold, again.announce, again.record = withhold, false, false
+  -- A repeated call means the result is there: answer from it, with no tools at all.
+  for _, b in ipairs(blocked) do
+    if b.why == "the conversation already has its result" then
+      again.tools = false
+    end
+  end
+  entry.asked_again = again.tools == false and "without tools" or ("without " .. table.concat(withhold, ", "))
+  local second = arrange.solo(band, section, req, again)
+  if not second then
+    draft.tool_calls = nil
+    return draft
+  end
+  if second.tool_calls and #second.tool_calls > 0 then
+    local kept2 = policy(req, second.tool_calls)
+    second.tool_calls = #kept2 > 0 and kept2 or nil
+  end
+  return second
+end
+
+---------------------------------------------------------------------------------------
 -- Answer and the standard arrangement
 
 --- The answer `perform` returns: the text (also written to `req:write` unless it was
@@ -1076,7 +1303,14 @@ end
 --- Options: `router` (from `route.rules`; `route.default` when you set one) or
 --- `section` (always this section, no routing), `comp` (`comp` options, or false;
 --- `players` overrides who comps), `review` (`review` options with `reviewer`, or
---- false), `solo` (`solo` options).
+--- false), `solo` (`solo` options), `agent` (`false` plays agents' turns like any
+--- other; a table is `arrange.agent_turn`'s options), `tool_policy` (a function
+--- `(req, calls) -> kept, blocked`, default `arrange.careful_tools()`; false lets every
+--- call through).
+---
+--- An agent's turn (`arrange.agent_turn`: tools offered, a tool result, a long system
+--- prompt) is played by the soloist alone, streaming, and the trace's `skipped` says
+--- why comping and review did not play. Tool calls pass the policy before they go back.
 ---
 --- ```lua
 --- arrange.perform(band, req, { router = router, comp = { max_tokens = 64 }, review = { rounds = 1 } })
@@ -1102,13 +1336,26 @@ function arrange.perform(band, req, opts)
   if #section_players(band, section, "arrange.perform") == 0 then
     error(("`arrange.perform`: section `%s` was picked, where no instrument plays"):format(section), 2)
   end
+  local t = trace.of(req)
+  -- An agent's turn is the soloist's alone (`agent = false` plays it like any other).
+  local agent = opts.agent ~= false and arrange.agent_turn(req, opts.agent)
+  local function skip(part, why)
+    t.skipped = t.skipped or {}
+    t.skipped[#t.skipped + 1] = { part = part, why = why }
+  end
   local notes
-  if opts.comp ~= false then
+  if opts.comp ~= false and agent then
+    skip("comp", "an agent's turn: " .. agent)
+  elseif opts.comp ~= false then
     local comp = opts.comp or {}
     local players = comp.players or arrange.leads(band, { except = { section, "review" } })
     notes = arrange.comp(players, req, comp)
   end
   local reviewing = opts.review ~= false
+  if reviewing and agent then
+    skip("review", "an agent's turn: " .. agent)
+    reviewing = false
+  end
   local solo = {}
   for k, v in pairs(opts.solo or {}) do
     solo[k] = v
@@ -1120,6 +1367,9 @@ function arrange.perform(band, req, opts)
   local draft, err = arrange.solo(band, section, req, solo)
   if not draft then
     error(err, 0)
+  end
+  if draft.tool_calls and #draft.tool_calls > 0 and opts.tool_policy ~= false then
+    draft = guard_tools(band, section, req, solo, draft, opts.tool_policy or arrange.careful_tools())
   end
   draft.request = req
   -- A tool call is not prose to review: the client runs it and asks again.

@@ -1040,3 +1040,226 @@ async fn every_shipped_score_plays_on_scripted_stand_ins() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Agents' turns and the calls that go back to them
+// ---------------------------------------------------------------------------------------
+
+/// A soloist that answers every prompt by calling `read` on NOTES.md again.
+const READ_CALL: &str = r#"<tool_call>
+{"name": "read", "arguments": {"path": "NOTES.md"}}
+</tool_call>"#;
+
+fn tool(name: &str) -> orchestra::engine::Tool {
+    orchestra::engine::Tool {
+        name: name.into(),
+        description: Some(format!("{name} a file in the workspace")),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": { "path": { "type": "string" } },
+            "required": ["path"],
+        }),
+    }
+}
+
+/// An agent's second turn: it asked to read NOTES.md, the tool answered.
+fn agent_request(user: &str) -> orchestra::score::Request {
+    use orchestra::engine::{ChatMessage, ToolCall};
+    let mut call = ChatMessage::assistant("");
+    call.tool_calls = vec![ToolCall {
+        id: "call_1".into(),
+        name: "read".into(),
+        arguments: r#"{ "path" : "NOTES.md" }"#.into(),
+    }];
+    let mut result = ChatMessage::new("tool", "the secret word is blue");
+    result.tool_call_id = Some("call_1".into());
+    orchestra::score::Request {
+        messages: vec![ChatMessage::user(user), call, result],
+        tools: vec![tool("read"), tool("write")],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_agents_turn_is_played_by_the_soloist_alone_and_the_trace_says_why() {
+    // A soloist whose script has no `{`: offered tools, a `{` may open a call.
+    let members = [
+        member("sonny", "code", &model("plain", ELLA_NOTES)),
+        member("monk", "analysis", &model("monk", MONK_NOTES)),
+        member("approver", "review", &model("approver", APPROVE)),
+    ]
+    .concat();
+    let text = score(
+        SECTIONS,
+        &members,
+        r#"return arrange.perform(band, req, { section = "code", comp = { max_tokens = 16 } })"#,
+    );
+    let c = start("agent_turn", &text).await.unwrap();
+    // An ordinary request: the band comps and reviews.
+    let (plain, _) = perform(&c, "write a function that reverses a string").await;
+    assert!(plain.data["trace"]["comp"].is_object(), "{:#}", plain.data);
+    assert!(plain.data["trace"]["skipped"].is_null());
+    // The same words with tools offered: the soloist alone, and the reasons recorded.
+    let mut req = orchestra::score::Request::prompt("write a function that reverses a string");
+    req.tools = vec![tool("read")];
+    let mut rx = c.events().subscribe();
+    let answer = c.perform(req).await.unwrap();
+    let trace = &answer.data["trace"];
+    assert!(trace["comp"].is_null(), "{trace:#}");
+    assert!(trace["reviews"].is_null(), "{trace:#}");
+    let skipped: Vec<(String, String)> = trace["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["part"].as_str().unwrap().into(),
+                s["why"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            (
+                "comp".to_string(),
+                "an agent's turn: the request offers tools".to_string()
+            ),
+            (
+                "review".to_string(),
+                "an agent's turn: the request offers tools".to_string()
+            ),
+        ]
+    );
+    assert_eq!(answer.text, ELLA_NOTES);
+    // Only the soloist played.
+    let mut played = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let orchestra::events::EventKind::GenerationStarted { model, .. } = e.kind {
+            played.push(model);
+        }
+    }
+    assert_eq!(played, ["sonny"]);
+    let rendered = orchestra::trace::render_trace(trace);
+    assert!(
+        rendered.contains("skipped   review: an agent's turn: the request offers tools"),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_tool_call_is_not_returned_and_the_soloist_is_asked_again_without_tools() {
+    let members = [member("looper", "code", &model("looper", READ_CALL))].concat();
+    let text = score(
+        SECTIONS,
+        &members,
+        r#"return arrange.perform(band, req, { section = "code" })"#,
+    );
+    let c = start("repeated_call", &text).await.unwrap();
+    // First turn: nothing answered yet, the call goes back to the client.
+    let mut first = orchestra::score::Request::prompt("read NOTES.md and tell me the secret word");
+    first.tools = vec![tool("read"), tool("write")];
+    let answer = c.perform(first).await.unwrap();
+    let calls = answer.data["tool_calls"].as_array().expect("a tool call");
+    assert_eq!(calls.len(), 1, "{:#}", answer.data);
+    assert_eq!(calls[0]["name"], "read");
+    assert!(answer.data["trace"]["tools"].is_null());
+    // Second turn: the same call (arguments written differently) already has its
+    // result, so it is held back and the soloist plays again with no tools.
+    let mut rx = c.events().subscribe();
+    let answer = c
+        .perform(agent_request("read NOTES.md and tell me the secret word"))
+        .await
+        .unwrap();
+    assert!(answer.data["tool_calls"].is_null(), "{:#}", answer.data);
+    let tools = &answer.data["trace"]["tools"];
+    assert_eq!(tools["blocked"][0]["name"], "read", "{tools:#}");
+    assert_eq!(
+        tools["blocked"][0]["why"],
+        "the conversation already has its result"
+    );
+    assert_eq!(tools["asked_again"], "without tools");
+    let mut generations = 0;
+    let mut guard = None;
+    while let Ok(e) = rx.try_recv() {
+        match e.kind {
+            orchestra::events::EventKind::GenerationStarted { .. } => generations += 1,
+            orchestra::events::EventKind::Custom { name, data } if name == "tool_guard" => {
+                guard = Some(data)
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(generations, 2, "the soloist was asked twice");
+    let guard = guard.expect("a tool_guard event");
+    assert_eq!(guard["player"], "looper");
+    // With the guard off, the call goes back as made.
+    let text = score(
+        SECTIONS,
+        &members,
+        r#"return arrange.perform(band, req, { section = "code", tool_policy = false })"#,
+    );
+    let c = start("repeated_call_off", &text).await.unwrap();
+    let answer = c
+        .perform(agent_request("read NOTES.md and tell me the secret word"))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.data["tool_calls"][0]["name"], "read",
+        "{:#}",
+        answer.data
+    );
+}
+
+#[tokio::test]
+async fn the_careful_tool_policy_keeps_one_harmless_new_call_per_turn() {
+    let text = score(
+        SECTIONS,
+        &member("sonny", "code", &model("sonny", SONNY)),
+        r#"local policy = arrange.careful_tools()
+        local function call(name, path) return { name = name, arguments = orchestra.json.encode({ path = path }) } end
+        local function run(r, calls)
+          local kept, blocked = policy(r, calls)
+          local out = { kept = {}, blocked = {} }
+          for _, c in ipairs(kept) do out.kept[#out.kept + 1] = c.name .. ":" .. orchestra.json.decode(c.arguments).path end
+          for _, b in ipairs(blocked) do out.blocked[#out.blocked + 1] = b.call.name .. ": " .. b.why end
+          return out
+        end
+        local answered = { prompt = "what is in NOTES.md?", messages = {
+          { role = "user", content = "what is in NOTES.md?" },
+          { role = "assistant", content = "", tool_calls = { { id = "c1", name = "read", arguments = '{"path":"NOTES.md"}' } } },
+          { role = "tool", tool_call_id = "c1", content = "hello" },
+        } }
+        return {
+          -- a read asked for a question: kept; a second call in the same turn: blocked
+          ask = run({ prompt = "what is in NOTES.md?" }, { call("read", "NOTES.md"), call("read", "TODO.md") }),
+          -- a write when the user only asked: blocked
+          write_unasked = run({ prompt = "what is in NOTES.md?" }, { call("write", "NOTES.md") }),
+          -- a write the user asked for: kept
+          write_asked = run({ prompt = "please update NOTES.md with the date" }, { call("write", "NOTES.md") }),
+          -- the call the conversation answered already: blocked
+          repeat_call = run(answered, { call("read", "NOTES.md") }),
+          -- the same tool on another file is a new call
+          other_file = run(answered, { call("read", "TODO.md") }),
+        }"#,
+    );
+    let (answer, _) = play("careful_tools", &text, "x").await;
+    let d = &answer.data;
+    let strs = |v: &Value| strings(v);
+    assert_eq!(strs(&d["ask"]["kept"]), ["read:NOTES.md"]);
+    assert_eq!(
+        strs(&d["ask"]["blocked"]),
+        ["read: at most 1 call per turn"]
+    );
+    assert!(strs(&d["write_unasked"]["kept"]).is_empty());
+    assert_eq!(
+        strs(&d["write_unasked"]["blocked"]),
+        ["write: it changes files or runs commands, and the request asks for no change"]
+    );
+    assert_eq!(strs(&d["write_asked"]["kept"]), ["write:NOTES.md"]);
+    assert_eq!(
+        strs(&d["repeat_call"]["blocked"]),
+        ["read: the conversation already has its result"]
+    );
+    assert_eq!(strs(&d["other_file"]["kept"]), ["read:TODO.md"]);
+}

@@ -358,3 +358,66 @@ fn instruments_on_one_gguf_in_one_band_batch_each_others_requests() {
     assert!(outsider.decode_stats().decode_calls > outsider_calls);
     drop(long);
 }
+
+#[test]
+fn an_answer_cut_short_inside_a_tool_call_ends_with_length_and_no_fragment() {
+    use orchestra::engine::{Tool, ToolChoice};
+    let script = r#"Reading it.<tool_call>
+{"name": "read", "arguments": {"path": "NOTES.md"}}
+</tool_call>"#;
+    let path = rehearsal("caller", script, TensorType::Q8_0);
+    // Room for the tool instructions the template adds.
+    let options = LoadOptions {
+        context: 1024,
+        ..opts(1)
+    };
+    let model = Model::load(&path, &options).unwrap();
+    let tools = vec![Tool {
+        name: "read".into(),
+        description: Some("read a file".into()),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": { "path": { "type": "string" } },
+            "required": ["path"],
+        }),
+    }];
+    let ask = |max_tokens| {
+        let req = greedy("read NOTES.md")
+            .with_max_tokens(max_tokens)
+            .with_tools(tools.clone(), ToolChoice::Auto);
+        let mut streamed = String::new();
+        let c = model
+            .generate(req)
+            .unwrap()
+            .blocking_finish_with(|t| streamed.push_str(t))
+            .unwrap();
+        (c, streamed)
+    };
+    // Room for all of it: one call.
+    let (whole, _) = ask(64);
+    assert_eq!(whole.finish_reason, FinishReason::ToolCalls);
+    assert_eq!(whole.tool_calls.len(), 1, "{whole:?}");
+    assert_eq!(whole.tool_calls[0].name, "read");
+    // Cut inside the call: `length`, no call, and neither the answer nor the stream
+    // carries a piece of it.
+    for max_tokens in [6, 10, 14] {
+        let (cut, streamed) = ask(max_tokens);
+        assert_eq!(
+            cut.finish_reason,
+            FinishReason::Length,
+            "{max_tokens}: {cut:?}"
+        );
+        assert!(cut.tool_calls.is_empty(), "{max_tokens}: {cut:?}");
+        for text in [&cut.text, &streamed] {
+            assert!(
+                !text.contains("<tool") && !text.contains('{'),
+                "{max_tokens}: a fragment of the call got out: {text:?}"
+            );
+        }
+        assert!(
+            cut.text.starts_with("Reading"),
+            "{max_tokens}: {:?}",
+            cut.text
+        );
+    }
+}

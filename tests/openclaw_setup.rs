@@ -29,8 +29,16 @@ fn skill_path(home: &Path) -> PathBuf {
     home.join(".openclaw/skills/orchestra/SKILL.md")
 }
 
-/// Runs `orchestra openclaw setup ARGS` with `home` as HOME.
+/// Runs `orchestra openclaw setup ARGS` with `home` as HOME. The tests' bands have
+/// small contexts, so this passes `--allow-small-context` ([`setup_strict`] does not).
 async fn setup(home: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--allow-small-context"];
+    all.extend_from_slice(args);
+    setup_strict(home, &all).await
+}
+
+/// Runs `orchestra openclaw setup ARGS` exactly as given.
+async fn setup_strict(home: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
         .args(["openclaw", "setup"])
         .args(args)
@@ -140,7 +148,9 @@ fn setup_from_a_running_server_adds_the_provider_and_installs_the_skill() {
             "an embedding model is no chat model: {ids:?}"
         );
         assert_eq!(model(&config, "drone")["contextWindow"], 8192);
-        assert_eq!(model(&config, "orchestra")["contextWindow"], 8192);
+        // An arrangement can count on its narrowest soloist: any section may play.
+        assert_eq!(model(&config, "orchestra")["contextWindow"], 512);
+        assert_eq!(model(&config, "orchestra/analysis")["contextWindow"], 512);
         assert_eq!(model(&config, "coltrane")["contextWindow"], 512);
         assert!(model(&config, "coltrane")["maxTokens"].as_u64().unwrap() > 0);
         assert_eq!(std::fs::read_to_string(skill_path(&home)).unwrap(), SKILL);
@@ -345,5 +355,72 @@ fn an_invalid_config_is_left_alone() {
         assert!(!out.status.success());
         assert!(stderr(&out).contains("not valid JSON5"), "{}", stderr(&out));
         assert_eq!(std::fs::read_to_string(config_path(&home)).unwrap(), broken);
+    });
+}
+
+/// A score whose code soloist has `context` tokens.
+fn agent_score(test: &str, context: u32) -> PathBuf {
+    let dir = scratch().join(test);
+    std::fs::create_dir_all(&dir).unwrap();
+    let score = dir.join("score.lua");
+    std::fs::write(
+        &score,
+        format!(
+            r#"local band = orchestra.band {{ memory = "4GiB", sections = {{ "code", "review" }} }}
+band:add("drone", {{ model = "{drone}", section = "code", context = {context}, slots = 1, kv_cache = "q8_0" }})
+band:add("hum", {{ model = "{drone}", section = "review", context = 2048 }})
+return {{ perform = function(req) return band.drone:generate(req.prompt) end }}
+"#,
+            drone = drone().display()
+        ),
+    )
+    .unwrap();
+    score
+}
+
+#[test]
+fn setup_refuses_a_score_too_small_for_openclaws_prompt_and_says_what_to_change() {
+    runtime().block_on(async {
+        let small = agent_score("openclaw_small", 4096);
+        let home = home("too_small");
+        let out = setup_strict(&home, &["--score", small.to_str().unwrap()]).await;
+        assert!(!out.status.success(), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("`orchestra` can take 4096 tokens")
+                && err.contains("give instrument `drone` `context = 32768`")
+                && err.contains("--allow-small-context"),
+            "{err}"
+        );
+        assert!(!config_path(&home).exists(), "nothing was written");
+        // `check` says the same before anyone runs setup.
+        let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+            .args(["check", small.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        let said = stdout(&check);
+        assert!(check.status.success(), "{said}{}", stderr(&check));
+        assert!(
+            said.contains("warning: `orchestra` takes 4096 tokens (drone), too few for an agent"),
+            "{said}"
+        );
+        // With a 32k soloist it goes through, and OpenClaw learns the real window.
+        let roomy = agent_score("openclaw_roomy", 32768);
+        succeeded(&setup_strict(&home, &["--score", roomy.to_str().unwrap()]).await);
+        let config = read_config(&home);
+        assert_eq!(model(&config, "orchestra")["contextWindow"], 32768);
+        assert_eq!(model(&config, "hum")["contextWindow"], 2048);
+        let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+            .args(["check", roomy.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            stdout(&check)
+                .contains("agents: `orchestra` takes 32768 tokens, room for OpenClaw's prompt"),
+            "{}",
+            stdout(&check)
+        );
     });
 }

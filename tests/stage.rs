@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::real::{Real, real_model};
 use common::{ALPHA, BETA, rehearsal, runtime, scratch};
-use orchestra::engine::{GenerateRequest, LoadOptions, Model, SamplingParams};
+use orchestra::engine::{GenerateRequest, KvCache, LoadOptions, Model, SamplingParams};
 use orchestra::events::{EventBus, EventKind};
 use orchestra::metrics::Metrics;
 use orchestra::stage::{Lease, ModelSpec, Stage, StageConfig, StageError, estimate};
@@ -474,6 +474,51 @@ fn the_kv_cache_and_compute_figures_are_what_llama_cpp_allocated() {
             fp.compute
         );
     }
+}
+
+#[test]
+fn a_q8_0_kv_cache_takes_about_half_the_memory_and_plays_the_same_script() {
+    let path = rehearsal("alpha", ALPHA, TensorType::Q8_0);
+    let play = |kv_cache| {
+        let options = LoadOptions {
+            context: 512,
+            slots: 2,
+            kv_cache,
+            ..LoadOptions::default()
+        };
+        let model = Model::load(&path, &options).unwrap();
+        let info = model.info().clone();
+        let fp = estimate(&path, &options).unwrap();
+        assert!(info.kv_measured, "{info:?}");
+        // The estimate knows the type: llama.cpp's allocation, to the byte.
+        assert!(
+            info.kv_bytes.abs_diff(fp.kv) <= 6 << 10,
+            "{kv_cache:?}: llama.cpp allocated {}, the formula says {}",
+            info.kv_bytes,
+            fp.kv
+        );
+        let text = model
+            .generate(
+                GenerateRequest::user("play something")
+                    .with_sampling(SamplingParams::greedy())
+                    .with_max_tokens(24),
+            )
+            .unwrap()
+            .blocking_finish_with(|_| {})
+            .unwrap()
+            .text;
+        (info.kv_bytes, text)
+    };
+    let (f16, f16_text) = play(KvCache::F16);
+    let (q8, q8_text) = play(KvCache::Q8_0);
+    // 34 bytes per 32 values against 64 (llama.cpp reports MiB to two decimals).
+    let ratio = q8 as f64 / f16 as f64;
+    assert!(
+        (ratio - 34.0 / 64.0).abs() < 0.03,
+        "f16 {f16} B, q8_0 {q8} B"
+    );
+    assert_eq!(q8_text, f16_text);
+    assert!(!q8_text.is_empty());
 }
 
 /// The KV figure of a real model: measured, and equal to the formula from its

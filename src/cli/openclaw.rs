@@ -55,6 +55,10 @@ pub struct SetupArgs {
     /// Print what would change as a diff and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Set up even when the orchestra's models cannot take OpenClaw's prompt (about
+    /// 16k tokens with its default tools): it will answer agents with errors.
+    #[arg(long)]
+    pub allow_small_context: bool,
     /// OpenClaw's configuration file (default: $OPENCLAW_CONFIG_PATH, else
     /// $OPENCLAW_STATE_DIR/openclaw.json, else ~/.openclaw/openclaw.json).
     #[arg(long, value_name = "PATH")]
@@ -111,6 +115,17 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if !args.allow_small_context {
+        let mut used = vec!["orchestra"];
+        if let Some(r) = &subagent {
+            used.push(r.strip_prefix("orchestra/").unwrap_or(r));
+        }
+        for id in used {
+            if let Some(problem) = too_small_for_agents(&models, id) {
+                bail!("{problem} (in {from}), or pass `--allow-small-context` to set it up anyway");
+            }
+        }
+    }
     let provider = provider_entry(&url, args.api_key.as_deref(), &models);
     let paths = Paths::resolve(args.config.clone())?;
     let current = match std::fs::read_to_string(&paths.config) {
@@ -176,6 +191,26 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         model_ref("orchestra")
     );
     Ok(())
+}
+
+/// Why model `id` cannot play OpenClaw's turns, if it cannot: its window is smaller
+/// than OpenClaw's default prompt. Names the instrument that sets the window.
+pub fn too_small_for_agents(models: &[ServedModel], id: &str) -> Option<String> {
+    use crate::score::{AGENT_CONTEXT, AGENT_PROMPT_TOKENS};
+    let m = models.iter().find(|m| m.id == id)?;
+    if m.context >= AGENT_PROMPT_TOKENS {
+        return None;
+    }
+    let narrowest = models
+        .iter()
+        .filter(|i| !i.id.starts_with("orchestra"))
+        .find(|i| i.context == m.context)
+        .map(|i| i.id.as_str())
+        .unwrap_or(id);
+    Some(format!(
+        "`{id}` can take {} tokens, but OpenClaw's default prompt is about {AGENT_PROMPT_TOKENS} and its sessions grow past that: give instrument `{narrowest}` `context = {AGENT_CONTEXT}` (with `slots = 1` it costs one slot's KV cache)",
+        m.context
+    ))
 }
 
 fn list_ids(models: &[ServedModel]) -> String {
@@ -325,16 +360,10 @@ pub async fn models_from_score(
 /// The ids `orchestra serve` would answer for this score, in the order it lists them.
 pub fn models_from_info(info: &ScoreInfo) -> Vec<ServedModel> {
     let players: Vec<_> = info.instruments.iter().filter(|i| !i.embeddings).collect();
+    // An arrangement's window is its narrowest soloist's: OpenClaw sizes its prompt by it.
     let widest = |section: Option<&str>| {
-        let members = players
-            .iter()
-            .filter(|i| section.is_none_or(|s| i.section == s));
-        let (mut context, mut max_tokens) = (0, 0);
-        for i in members {
-            context = context.max(i.context);
-            max_tokens = max_tokens.max(i.max_tokens);
-        }
-        (context, max_tokens)
+        info.window(section)
+            .map_or((0, 0), |w| (w.context, w.max_tokens))
     };
     let mut out = Vec::new();
     let (context, max_tokens) = widest(None);

@@ -21,8 +21,8 @@ mod worker;
 pub use cores::{Cores, Grant, Member};
 pub use error::EngineError;
 pub use model::{
-    KvShape, LoadOptions, Model, ModelInfo, chatml, compute_buffer_bytes, default_threads,
-    kv_cache_bytes, threads_for,
+    KvCache, KvShape, LoadOptions, Model, ModelInfo, chatml, compute_buffer_bytes, default_threads,
+    kv_cache_bytes, kv_cache_bytes_as, threads_for,
 };
 pub use probe::{PROBE_CLEAN_FAILURE, PROBE_COMMAND, probe_child};
 pub use request::{

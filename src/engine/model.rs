@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc as tmpsc;
 
 use super::backend::backend;
@@ -48,6 +48,10 @@ pub struct LoadOptions {
     /// Prefix snapshots of long prompts (RAM and disk), reused across sessions,
     /// slots, reloads and restarts.
     pub snapshots: SnapshotOptions,
+    /// How the KV cache stores keys and values: f16 (llama.cpp's default), or q8_0 at
+    /// about half the memory (what lets a small machine give an agent a 32k context).
+    #[serde(default)]
+    pub kv_cache: KvCache,
     /// Models loaded with the same group (a stage gives its band one) that share a
     /// GGUF and the per-request context decode each other's requests when that lets
     /// them batch (`Model::batch_partner`). `None`: only its own worker decodes.
@@ -64,6 +68,7 @@ impl Default for LoadOptions {
             threads: None,
             embeddings: false,
             gpu_layers: 999,
+            kv_cache: KvCache::F16,
             chat_template: None,
             snapshots: SnapshotOptions::default(),
             batch_group: None,
@@ -147,12 +152,55 @@ impl KvShape {
     }
 }
 
+/// The element type of the KV cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvCache {
+    /// 2 bytes per element: llama.cpp's default.
+    #[default]
+    F16,
+    /// 8-bit blocks of 32 elements with an f16 scale (34 bytes per 32): about half of
+    /// f16, with a small loss (llama.cpp's `-ctk q8_0 -ctv q8_0`).
+    Q8_0,
+}
+
+impl KvCache {
+    /// As scores write it: `"f16"`, `"q8_0"`.
+    pub fn parse(s: &str) -> Option<KvCache> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Some(KvCache::F16),
+            "q8_0" | "q8" => Some(KvCache::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of `elements` values (a multiple of 32 for q8_0, as KV rows are).
+    pub fn bytes(self, elements: u64) -> u64 {
+        match self {
+            KvCache::F16 => elements * 2,
+            KvCache::Q8_0 => elements.div_ceil(32) * 34,
+        }
+    }
+
+    fn llama(self) -> KvCacheType {
+        match self {
+            KvCache::F16 => KvCacheType::F16,
+            KvCache::Q8_0 => KvCacheType::Q8_0,
+        }
+    }
+}
+
 /// KV cache bytes for `n_ctx` cells: f16 keys and values in every layer. Layers with a
 /// sliding window (Gemma 3) get full-size caches too: the engine keeps llama.cpp's
 /// default `swa_full`, so a slot's cached prefix stays reusable past the window.
 pub fn kv_cache_bytes(shape: &KvShape, n_ctx: u64) -> u64 {
-    let per_cell = shape.n_head_kv * (shape.key_length + shape.value_length) * 2;
-    shape.n_layer * n_ctx * per_cell
+    kv_cache_bytes_as(shape, n_ctx, KvCache::F16)
+}
+
+/// [`kv_cache_bytes`] with keys and values stored as `kv`.
+pub fn kv_cache_bytes_as(shape: &KvShape, n_ctx: u64, kv: KvCache) -> u64 {
+    let row = |len: u64| kv.bytes(shape.n_head_kv * len);
+    shape.n_layer * n_ctx * (row(shape.key_length) + row(shape.value_length))
 }
 
 /// The KV shape of a loaded model, from llama.cpp's view of its metadata.
@@ -316,7 +364,9 @@ impl Model {
                     // longer input's tokens land in several micro-batches and its
                     // pooled vector comes out wrong.
                     .with_kv_unified(options.embeddings)
-                    .with_embeddings(options.embeddings);
+                    .with_embeddings(options.embeddings)
+                    .with_type_k(options.kv_cache.llama())
+                    .with_type_v(options.kv_cache.llama());
                 if options.embeddings {
                     // Use the pooling the GGUF declares (BERT-style embedding models do);
                     // a model without one (a llama chat model) is mean-pooled.
@@ -389,7 +439,11 @@ impl Model {
                         if options.embeddings {
                             0
                         } else {
-                            kv_cache_bytes(&kv_shape_of(&llama), real_ctx as u64)
+                            kv_cache_bytes_as(
+                                &kv_shape_of(&llama),
+                                real_ctx as u64,
+                                options.kv_cache,
+                            )
                         }
                     }),
                     kv_measured: allocated.kv.is_some(),

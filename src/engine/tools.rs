@@ -151,6 +151,22 @@ pub fn parse_tool_calls(
     (text.to_owned(), Vec::new())
 }
 
+/// `text` without a tool call it ends in the middle of (an answer cut by `max_tokens`):
+/// everything before the last call marker when what follows it is no whole call. Whole
+/// calls before it are kept, so a client gets those and never a fragment.
+pub fn drop_unfinished_call<'a>(format: ToolFormat, text: &'a str, tools: &[String]) -> &'a str {
+    let Some(at) = format.markers().iter().filter_map(|m| text.rfind(m)).max() else {
+        return text;
+    };
+    let (_, calls) = parse_tool_calls(format, &text[at..], tools);
+    let closed = !text[at..].starts_with(HERMES_OPEN) || text[at..].contains(HERMES_CLOSE);
+    if calls.is_empty() || !closed {
+        &text[..at]
+    } else {
+        text
+    }
+}
+
 /// A call from a JSON object with `name` and `arguments` (or `parameters`).
 fn call_from(v: &Value) -> Option<ToolCall> {
     let name = v.get("name")?.as_str()?.to_owned();
@@ -494,6 +510,32 @@ pub(crate) fn tool_grammar(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_answer_cut_inside_a_call_loses_the_call_and_keeps_the_whole_ones() {
+        let tools = ["read".to_string()];
+        let whole = r#"<tool_call>{"name": "read", "arguments": {"path": "a"}}</tool_call>"#;
+        let cut = format!(r#"Let me look.{whole}<tool_call>{{"name": "read", "argu"#);
+        assert_eq!(
+            drop_unfinished_call(ToolFormat::Hermes, &cut, &tools),
+            format!("Let me look.{whole}")
+        );
+        // A call whose JSON is whole but whose closing tag never came is cut too.
+        let unclosed = r#"ok <tool_call>{"name": "read", "arguments": {}}"#;
+        assert_eq!(
+            drop_unfinished_call(ToolFormat::Hermes, unclosed, &tools),
+            "ok "
+        );
+        // Nothing to cut.
+        assert_eq!(
+            drop_unfinished_call(ToolFormat::Hermes, whole, &tools),
+            whole
+        );
+        assert_eq!(
+            drop_unfinished_call(ToolFormat::Hermes, "plain text", &tools),
+            "plain text"
+        );
+    }
+
     use super::*;
 
     fn names() -> Vec<String> {

@@ -24,7 +24,7 @@ use super::model::ModelInfo;
 use super::snapshot::{self, Snapshots, Tier};
 use super::stream::{Completion, FinishReason, PromptSources, StreamItem, Timings};
 use super::text::TextStream;
-use super::tools::{CallFilter, ToolFormat, parse_tool_calls};
+use super::tools::{CallFilter, ToolFormat, drop_unfinished_call, parse_tool_calls};
 
 pub(crate) enum Command {
     Generate(Box<Job>),
@@ -619,14 +619,28 @@ impl<'m> Worker<'m> {
                 let mut completion = completion(s, reason, now);
                 if let (Some(filter), Some(tools)) = (s.calls.as_mut(), s.job.tools.as_ref()) {
                     let mut shown = filter.push(&rest);
-                    let (content, calls) =
-                        parse_tool_calls(tools.format, &completion.text, &tools.names);
+                    // Cut short by `max_tokens` inside a call: the whole calls before it
+                    // go out, the unfinished one (and its fragment) never does.
+                    let cut = reason == FinishReason::Length;
+                    let text = if cut {
+                        drop_unfinished_call(tools.format, &completion.text, &tools.names)
+                    } else {
+                        &completion.text
+                    };
+                    let (content, calls) = parse_tool_calls(tools.format, text, &tools.names);
                     if calls.is_empty() {
-                        shown.push_str(&filter.rest());
+                        if text.len() < completion.text.len() {
+                            // The stream held the fragment back from its marker on.
+                            completion.text = text.to_owned();
+                        } else {
+                            shown.push_str(&filter.rest());
+                        }
                     } else {
                         completion.text = content;
                         completion.tool_calls = calls;
-                        completion.finish_reason = FinishReason::ToolCalls;
+                        if !cut {
+                            completion.finish_reason = FinishReason::ToolCalls;
+                        }
                     }
                     rest = shown;
                 }

@@ -25,6 +25,19 @@ pub struct CheckReport {
     pub bands: Vec<BandReport>,
     /// Things worth knowing that do not make the score invalid.
     pub notes: Vec<String>,
+    /// Whether `orchestra` (the score's arrangement) can take an agent's prompt.
+    pub agents: Option<AgentFit>,
+}
+
+/// Whether the score's arrangement can play agents' turns (OpenClaw's prompt).
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentFit {
+    /// Tokens a request to `orchestra` can count on.
+    pub context: u32,
+    /// The instrument whose context that is.
+    pub narrowest: String,
+    /// At least [`AGENT_PROMPT_TOKENS`](super::AGENT_PROMPT_TOKENS).
+    pub fits: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,11 +147,27 @@ pub async fn check(source: ScoreSource, options: ScoreOptions) -> Result<CheckRe
                 .collect(),
         });
     }
+    let infos = super::conductor::instrument_infos(bands.iter().map(|(b, _)| b));
+    let info = super::ScoreInfo {
+        name: source.name(),
+        version: 1,
+        files: Vec::new(),
+        instruments: infos,
+        sections: Vec::new(),
+        budget: 0,
+        watching: false,
+    };
+    let agents = info.window(None).map(|w| AgentFit {
+        fits: w.context >= super::AGENT_PROMPT_TOKENS,
+        context: w.context,
+        narrowest: w.narrowest,
+    });
     Ok(CheckReport {
         score: source.name(),
         files: vm.deps(),
         bands: reports,
         notes,
+        agents,
     })
 }
 
@@ -196,6 +225,24 @@ impl fmt::Display for CheckReport {
         writeln!(f, "  files: {}", files.join(", "))?;
         for n in &self.notes {
             writeln!(f, "  note: {n}")?;
+        }
+        match &self.agents {
+            Some(a) if a.fits => writeln!(
+                f,
+                "  agents: `orchestra` takes {} tokens, room for OpenClaw's prompt (about {})",
+                a.context,
+                super::AGENT_PROMPT_TOKENS
+            )?,
+            Some(a) => writeln!(
+                f,
+                "  warning: `orchestra` takes {} tokens ({}), too few for an agent: OpenClaw's prompt is about {} and grows; give `{}` `context = {}`",
+                a.context,
+                a.narrowest,
+                super::AGENT_PROMPT_TOKENS,
+                a.narrowest,
+                super::AGENT_CONTEXT
+            )?,
+            None => {}
         }
         Ok(())
     }

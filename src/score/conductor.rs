@@ -133,6 +133,47 @@ pub struct ScoreInfo {
     pub watching: bool,
 }
 
+/// What a request to an arrangement can count on: the tokens of prompt and answer
+/// together, and the longest default answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// The smallest context among the players that may solo (a fallback stand-in
+    /// plays with its own).
+    pub context: u32,
+    /// The instrument whose context that is.
+    pub narrowest: String,
+    pub max_tokens: u32,
+}
+
+/// Tokens of the prompt OpenClaw 2026.9 sends with its default tools (its own
+/// estimate, 16,186, rounded up): an instrument that plays agents needs at least this.
+pub const AGENT_PROMPT_TOKENS: u32 = 16_384;
+/// The context an agent's sessions grow into (a tool turn reached 17,258 tokens).
+pub const AGENT_CONTEXT: u32 = 32_768;
+
+impl ScoreInfo {
+    /// The window of `section`'s arrangement (`orchestra/<section>`), or with `None`
+    /// of the score's (`orchestra`): the narrowest of every section that solos (all
+    /// but `review`), since the router may pick any. `None` when nothing plays.
+    pub fn window(&self, section: Option<&str>) -> Option<Window> {
+        let soloing = |i: &&InstrumentInfo| {
+            !i.embeddings
+                && i.context > 0
+                && match section {
+                    Some(s) => i.section == s,
+                    None => i.section != "review",
+                }
+        };
+        let players: Vec<&InstrumentInfo> = self.instruments.iter().filter(soloing).collect();
+        let narrowest = players.iter().min_by_key(|i| i.context)?;
+        Some(Window {
+            context: narrowest.context,
+            narrowest: narrowest.name.clone(),
+            max_tokens: players.iter().map(|i| i.max_tokens).max().unwrap_or(0),
+        })
+    }
+}
+
 /// One request the score played, as the stage page and `orchestra status` list it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArrangementRecord {
@@ -773,20 +814,7 @@ fn handle(state: &Rc<State>, cmd: Command) {
         Command::Info { reply } => {
             let vm = state.current.borrow().clone();
             let bands = vm.ctx.bands.lock().unwrap();
-            let instruments = bands
-                .iter()
-                .flat_map(|(b, _)| b.members())
-                .map(|m| InstrumentInfo {
-                    name: m.name.clone(),
-                    section: m.section.clone(),
-                    model: m.reference.clone(),
-                    path: m.path.clone(),
-                    context: context_of(&m.path, m.options.context),
-                    max_tokens: m.max_tokens,
-                    embeddings: m.options.embeddings,
-                    remote: m.remote.as_ref().map(|r| r.spec().url.clone()),
-                })
-                .collect();
+            let instruments = instrument_infos(bands.iter().map(|(b, _)| b));
             let mut sections: Vec<String> = Vec::new();
             let mut stages: Vec<&StageKey> = Vec::new();
             let mut budget = 0;
@@ -848,6 +876,25 @@ fn handle(state: &Rc<State>, cmd: Command) {
 
 /// Tokens one request of an instrument may use: what the score set, else what the
 /// engine picks (the model's training context, at most 4096).
+/// Every instrument of these bands, as `info` lists them.
+pub(crate) fn instrument_infos<'a>(
+    bands: impl Iterator<Item = &'a super::api::band::Band>,
+) -> Vec<InstrumentInfo> {
+    bands
+        .flat_map(|b| b.members())
+        .map(|m| InstrumentInfo {
+            name: m.name.clone(),
+            section: m.section.clone(),
+            model: m.reference.clone(),
+            path: m.path.clone(),
+            context: context_of(&m.path, m.options.context),
+            max_tokens: m.max_tokens,
+            embeddings: m.options.embeddings,
+            remote: m.remote.as_ref().map(|r| r.spec().url.clone()),
+        })
+        .collect()
+}
+
 fn context_of(path: &std::path::Path, declared: u32) -> u32 {
     if declared > 0 {
         return declared;

@@ -53,8 +53,9 @@ mod watch;
 pub use api::band::STANDARD_SECTIONS;
 pub use check::{BandReport, CheckReport, InstrumentReport, check, check_blocking};
 pub use conductor::{
-    ArrangementRecord, Conductor, InstrumentError, InstrumentHandle, InstrumentInfo, LeadError,
-    RECENT_ARRANGEMENTS, ReloadEvent, ScoreInfo, error_location,
+    AGENT_CONTEXT, AGENT_PROMPT_TOKENS, ArrangementRecord, Conductor, InstrumentError,
+    InstrumentHandle, InstrumentInfo, LeadError, RECENT_ARRANGEMENTS, ReloadEvent, ScoreInfo,
+    Window, error_location,
 };
 pub use error::{Refusal, ScoreError, human_duration};
 pub use options::{

@@ -22,7 +22,8 @@ async fn catalog(state: &AppState) -> Result<Vec<Value>, ApiError> {
     let info = state.conductor()?.info().await?;
     let created = super::openai::now();
     let players: Vec<_> = info.instruments.iter().filter(|i| !i.embeddings).collect();
-    let widest = players.iter().map(|i| i.context).max().unwrap_or(0);
+    // What a request can count on: the narrowest player that may solo.
+    let window = |section: Option<&str>| info.window(section).map_or(0, |w| w.context);
     let mut out = vec![json!({
         "id": ORCHESTRA,
         "object": "model",
@@ -30,7 +31,7 @@ async fn catalog(state: &AppState) -> Result<Vec<Value>, ApiError> {
         "owned_by": "orchestra",
         "kind": "arrangement",
         "description": format!("the score `{}`: routing, comping, solo and review", info.name),
-        "context_length": widest,
+        "context_length": window(None),
         "score_version": info.version,
     })];
     for section in &info.sections {
@@ -45,7 +46,7 @@ async fn catalog(state: &AppState) -> Result<Vec<Value>, ApiError> {
             "owned_by": "orchestra",
             "kind": "section",
             "description": format!("the arrangement with the `{section}` section soloing"),
-            "context_length": members.iter().map(|i| i.context).max().unwrap_or(0),
+            "context_length": window(Some(section)),
         }));
     }
     for i in &info.instruments {

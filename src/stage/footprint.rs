@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::engine::{KvShape, LoadOptions, compute_buffer_bytes, kv_cache_bytes};
+use crate::engine::{KvShape, LoadOptions, compute_buffer_bytes, kv_cache_bytes_as};
 
 /// Bytes a model takes when resident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,7 +52,7 @@ pub fn estimate(path: &Path, options: &LoadOptions) -> Result<Footprint, crate::
         kv: if options.embeddings {
             0
         } else {
-            kv_cache_bytes(&KvShape::from_metadata(key), n_ctx)
+            kv_cache_bytes_as(&KvShape::from_metadata(key), n_ctx, options.kv_cache)
         },
         compute: compute_buffer_bytes(
             n_vocab,

@@ -108,6 +108,7 @@ function Sampling:table() end
 ---@field batch? integer
 ---@field threads? integer
 ---@field gpu_layers? integer
+---@field kv_cache? "f16"|"q8_0" How the KV cache stores keys and values: q8_0 takes about half the memory of f16 (the default).
 ---@field embeddings? boolean Load for `embed` instead of generation.
 ---@field prompt_cache? false|PromptCache Prefix snapshots of long prompts (default: on, 2048 tokens, 512MiB RAM, 8GiB disk); `false` turns them off.
 ---@field sampling? SamplingFields|Sampling Default sampling.

@@ -58,6 +58,7 @@ const MEMBER_OPTIONS: &[&str] = &[
     "batch",
     "threads",
     "gpu_layers",
+    "kv_cache",
     "embeddings",
     "prompt_cache",
     "sampling",
@@ -75,6 +76,7 @@ const MEMBER_OPTIONS: &[&str] = &[
 /// Options that only make sense for a model on this machine, or only for a remote one.
 const LOCAL_ONLY: &[&str] = &[
     "slots",
+    "kv_cache",
     "prompt_cache",
     "batch",
     "threads",
@@ -447,6 +449,14 @@ fn add(lua: &Lua, band: &Band, name: Value, spec: Value) -> mlua::Result<AnyUser
     }
     if let Some(v) = uint("gpu_layers")? {
         options.gpu_layers = v;
+    }
+    if let Some(v) = spec.get::<Option<String>>("kv_cache")? {
+        options.kv_cache = crate::engine::KvCache::parse(&v).ok_or_else(|| {
+            misuse(
+                lua,
+                format!("`{name}`: `kv_cache` is `{v}`: write \"f16\" (the default) or \"q8_0\" (about half the memory)"),
+            )
+        })?;
     }
     options.embeddings = spec.get::<Option<bool>>("embeddings")?.unwrap_or(false);
     options.snapshots = prompt_cache(lua, &name, spec.get("prompt_cache")?)?;
