@@ -160,10 +160,49 @@ fn play_trace_is_a_flag_that_leaves_the_prompt_alone() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let json = &text[text.find("\n{").expect("a JSON trace after the answer") + 1..];
-    let trace: serde_json::Value = serde_json::from_str(json).unwrap();
+    // stdout is one JSON document (`| jq` works); the answer streams on stderr.
+    let trace: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", stdout(&out)));
     assert_eq!(trace["route"]["section"], "code", "{trace:#}");
+    assert!(stderr(&out).contains(common::script("coltrane")));
+
+    // `--json` with `--trace=json`: still one document, the answer with its trace.
+    let out = orchestra_home(
+        "home-trace",
+        &[
+            "play",
+            "scores/rehearsal.lua",
+            "--json",
+            "--trace=json",
+            "write a rust function",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer["text"], common::script("coltrane"));
+    assert_eq!(answer["data"]["trace"]["route"]["section"], "code");
+
+    // `--events`: one JSON object per line on stderr.
+    let out = orchestra_home(
+        "home-trace",
+        &[
+            "play",
+            "scores/rehearsal.lua",
+            "--events",
+            "write a rust function",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["type"] == "generation_started"),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e["seq"].is_u64()), "{events:?}");
 }
 
 #[test]

@@ -122,10 +122,10 @@ fn a_model_done_decoding_keeps_no_parked_threads() {
         finish(model, 8);
         // It did decode with every core (a team of `total` threads on 2+ cores).
         assert_eq!(model.decode_stats().threads_max, total, "{name}");
+        // None left over (a thread of the loads may end meanwhile: fewer is no leak).
         let now = wait_for_threads(idle);
-        assert_eq!(
-            now,
-            idle,
+        assert!(
+            now <= idle,
             "after {name} answered, {} threads are left over from its decode",
             now as isize - idle as isize
         );
