@@ -86,7 +86,7 @@ pub enum Status {
     CpuLimit,
     /// Ran out of the address space it was given (`MemoryError`).
     MemoryLimit,
-    /// Wrote past the file-size limit (`SIGXFSZ`).
+    /// Wrote past the file-size limit (`SIGXFSZ`, or `EFBIG` where the signal is ignored).
     FileSizeLimit,
     /// Ended by another signal.
     Killed,
@@ -278,7 +278,8 @@ impl Sandbox {
             Status::Passed
         } else if signal == Some(libc::SIGXCPU) {
             Status::CpuLimit
-        } else if signal == Some(libc::SIGXFSZ) {
+        } else if signal == Some(libc::SIGXFSZ) || stderr_tail.contains("[Errno 27]") {
+            // Python ignores SIGXFSZ: the write fails with EFBIG instead.
             Status::FileSizeLimit
         } else if stderr_tail.contains("MemoryError") {
             Status::MemoryLimit
