@@ -582,6 +582,44 @@ fn the_routing_suite_scores_the_scores_router_with_a_confusion_table() {
 }
 
 #[test]
+fn ctrl_c_stops_the_run_and_still_prints_what_was_measured() {
+    let score = rehearsal_score();
+    let json = common::scratch().join("interrupted.json");
+    // tiny/3 never returns and may run 60 s: the interrupt lands while it spins.
+    let child = orchestra_cmd()
+        .arg("eval")
+        .arg(&score)
+        .args(["--data"])
+        .arg(tiny_suite())
+        .args(["--model", "coder", "--run-timeout", "60s", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    let signalled = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the spinning program was left to its deadline"
+    );
+    assert!(
+        stderr.contains("stopped by Ctrl-C after 3 of 5"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("2/3"), "{stdout}");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["interrupted"], true);
+    assert_eq!(doc["results"].as_array().unwrap().len(), 3);
+}
+
+#[test]
 fn eval_help_teaches_with_examples() {
     let out = orchestra_cmd().args(["eval", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);

@@ -4,6 +4,8 @@
 //! routing against the label) and reported as a [`ProblemResult`] the moment it is
 //! known, so an interrupted run keeps everything it measured.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -317,7 +319,14 @@ async fn one(
         } => {
             let program = humaneval_program(prompt, test, entry_point, &reply.text);
             let sandbox = settings.sandbox.clone();
-            let ran = tokio::task::spawn_blocking(move || sandbox.run_python(&program)).await;
+            // Dropping this future (Ctrl-C) stops the program at once instead of
+            // leaving it to its deadline.
+            let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+            let flag = stop.0.clone();
+            let ran =
+                tokio::task::spawn_blocking(move || sandbox.run_python_until(&program, &flag))
+                    .await;
+            drop(stop);
             match ran {
                 Ok(Ok(outcome)) => {
                     result.passed = outcome.passed;
@@ -333,6 +342,15 @@ async fn one(
         }
     }
     result
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -24,6 +24,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,8 @@ pub enum Status {
     FileSizeLimit,
     /// Ended by another signal.
     Killed,
+    /// Stopped because the caller gave up ([`Sandbox::run_python_until`]).
+    Stopped,
 }
 
 impl Status {
@@ -102,6 +105,7 @@ impl Status {
             Status::MemoryLimit => "memory_limit",
             Status::FileSizeLimit => "file_size_limit",
             Status::Killed => "killed",
+            Status::Stopped => "stopped",
         }
     }
 }
@@ -158,6 +162,17 @@ impl Sandbox {
     /// Runs `source` as a Python program under the limits and waits for it (blocking;
     /// call it from `spawn_blocking` in async code).
     pub fn run_python(&self, source: &str) -> Result<Outcome, SandboxError> {
+        self.run_python_until(source, &AtomicBool::new(false))
+    }
+
+    /// [`Sandbox::run_python`] that also ends (the whole process group killed,
+    /// [`Status::Stopped`]) as soon as `stop` is set: a caller that gives up (Ctrl-C)
+    /// leaves nothing running.
+    pub fn run_python_until(
+        &self,
+        source: &str,
+        stop: &AtomicBool,
+    ) -> Result<Outcome, SandboxError> {
         let as_root = unsafe { libc::geteuid() } == 0;
         let (python, ran_as) = match &self.python {
             Some(p) => (
@@ -245,8 +260,13 @@ impl Sandbox {
 
         let deadline = started + self.timeout;
         let mut timed_out = false;
+        let mut stopped = false;
         loop {
             if exited_unreaped(pid) {
+                break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                stopped = true;
                 break;
             }
             if Instant::now() >= deadline {
@@ -272,7 +292,9 @@ impl Sandbox {
         let finished = stdout_tail.trim_end().ends_with(&marker);
         let signal = status.signal();
         let exit_code = status.code();
-        let status = if timed_out {
+        let status = if stopped {
+            Status::Stopped
+        } else if timed_out {
             Status::Timeout
         } else if exit_code == Some(0) && finished {
             Status::Passed
