@@ -582,6 +582,72 @@ fn the_routing_suite_scores_the_scores_router_with_a_confusion_table() {
 }
 
 #[test]
+fn url_runs_the_suite_against_an_openai_compatible_server() {
+    use std::io::BufRead as _;
+    let score = rehearsal_score();
+    let mut server = orchestra_cmd()
+        .arg("serve")
+        .arg(&score)
+        .args(["--port", "0", "--no-watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split(" at ").nth(1).map(|u| u.trim().to_string()))
+        .expect("serve prints its URL");
+    let json = common::scratch().join("remote.json");
+    let out = orchestra_cmd()
+        .args([
+            "eval",
+            "--url",
+            &url,
+            "--model",
+            "coder",
+            "--model",
+            "orchestra",
+        ])
+        .arg("--data")
+        .arg(tiny_suite())
+        .args(["--run-timeout", "2s", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    let passed = |model: &str| {
+        results
+            .iter()
+            .filter(|r| r["model"] == model && r["passed"] == true)
+            .count()
+    };
+    // The same answers as in this process: the same pass count.
+    assert_eq!(passed(&format!("coder @ {url}")), 3, "{stdout}");
+    assert_eq!(passed(&format!("orchestra @ {url}")), 3, "{stdout}");
+    // Our own server sends the trace along: the parts are known over HTTP too.
+    let arranged = results
+        .iter()
+        .find(|r| r["model"] == format!("orchestra @ {url}"))
+        .unwrap();
+    assert!(
+        arranged["parts"]["solo_ms"].as_f64().is_some(),
+        "{arranged:#}"
+    );
+}
+
+#[test]
 fn ctrl_c_stops_the_run_and_still_prints_what_was_measured() {
     let score = rehearsal_score();
     let json = common::scratch().join("interrupted.json");

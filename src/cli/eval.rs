@@ -101,7 +101,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub every: usize,
     /// Answers per problem: 1 is greedy; more sample with each model's own settings
-    /// and seeds 1..=N, and pass@1 is the mean of the per-problem pass rates.
+    /// (an instrument or a server gets seeds 1..=N; the arrangement samples with its
+    /// instruments' own seeds), and pass@1 is the mean of the per-problem pass rates.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub samples: usize,
     /// Longest answer, in tokens.
