@@ -28,12 +28,16 @@
 //!   one-sentence replies; `server` carries them out.
 //! - [`server`]: `orchestra serve` — the OpenAI-compatible HTTP API (axum); speaks HTTP
 //!   only, on the same library calls the CLI makes.
+//! - [`eval`]: `orchestra eval` — benchmarks (HumanEval, the routing set) through a
+//!   score's model ids or any OpenAI-compatible server; generated code runs only in a
+//!   limited child process ([`eval::Sandbox`]).
 //! - [`home`]: `$ORCHESTRA_HOME`, where orchestra keeps the files it writes itself.
 //! - [`cli`]: the command implementations behind the thin `main.rs` (no other module
 //!   imports it).
 
 pub mod cli;
 pub mod engine;
+pub mod eval;
 pub mod events;
 pub mod gguf;
 pub mod home;

@@ -74,6 +74,13 @@ enum Command {
     ///
     /// Example: orchestra soak --minutes 1 --clients 16
     Soak(cli::soak::SoakArgs),
+    /// Measure answer quality: a benchmark (HumanEval, the routing set) through the
+    /// score's model ids or any OpenAI-compatible server; pass@1 with its 95% interval,
+    /// latency, tokens and where the time went, per model id.
+    ///
+    /// Example: orchestra eval scores/pocket.lua --suite humaneval --model orchestra --model coltrane
+    #[command(after_help = cli::eval::AFTER_HELP)]
+    Eval(cli::eval::EvalArgs),
     /// Download models from Hugging Face: every model a score names, or references.
     ///
     /// References: `hf:org/repo/path/file.gguf`, `hf:org/repo:Q4_K_M` (the file of that
@@ -122,6 +129,7 @@ fn main() -> std::process::ExitCode {
         Command::Soak(a) => runtime().block_on(cli::soak::run(a)),
         Command::Status(a) => runtime().block_on(cli::status::run(a)),
         Command::Listen(a) => runtime().block_on(cli::status::listen(a)),
+        Command::Eval(a) => runtime().block_on(cli::eval::run(a)),
         Command::Pull(a) => runtime().block_on(cli::hub::run_pull(a)),
         Command::Models(a) => runtime().block_on(cli::hub::run_models(a)),
         Command::Search(a) => runtime().block_on(cli::hub::run_search(a)),

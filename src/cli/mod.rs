@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cache;
 pub mod check;
 pub mod console;
+pub mod eval;
 pub mod generate;
 pub mod hub;
 pub mod inspect;
