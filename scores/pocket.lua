@@ -122,6 +122,17 @@ return {
       router = router,
       comp = { max_tokens = 64 },
       review = { rounds = 1, max_tokens = 160 },
+      -- Measured with `orchestra eval` on HumanEval (docs/eval.md, scripts/eval-pocket
+      -- --every 2): comping and Mingus's review passed 49 of 82 problems against 50 for
+      -- Coltrane alone, at 2.0x his median time. Until an arrangement earns its time on
+      -- code, Coltrane plays code alone.
+      sections = {
+        code = {
+          comp = false,
+          review = false,
+          why = "on HumanEval the band passed 49/82 against Coltrane's 50/82 alone, at 2x the time",
+        },
+      },
     })
   end,
 }

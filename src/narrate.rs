@@ -117,7 +117,7 @@ fn part_players(event: &Event) -> Option<Vec<String>> {
         "solo" | "revise" => &["player"],
         "comp" => &["players"],
         "review" => &["reviewer"],
-        "jam" => &["players"],
+        "jam" | "vote" => &["players"],
         _ => return None,
     };
     let mut players = Vec::new();
@@ -182,6 +182,24 @@ fn custom_line(name: &str, d: &Value) -> Option<String> {
             )
         }
         "jam" => format!("Jam session: {} all play.", list(&names(d, "players"))),
+        "vote" => {
+            let mut players = names(d, "players");
+            let n = players.len();
+            players.dedup();
+            if players.len() == 1 {
+                format!("{} plays {n} takes.", stage_name(&players[0]))
+            } else {
+                format!("{} each play a take.", list(&players))
+            }
+        }
+        "voted" => match d.get("agreeing").and_then(Value::as_u64) {
+            Some(k) => format!(
+                "{k} of {} takes agree; {} take goes out.",
+                d.get("of").and_then(Value::as_u64).unwrap_or(0),
+                possessive(&s(d, "player"))
+            ),
+            None => format!("{} take is picked.", possessive(&s(d, "player"))),
+        },
         "merge" => format!("{} brings it all together.", s(d, "leader")),
         "escalate" => format!("{} hands it over to {}.", s(d, "from"), s(d, "to")),
         "fallback" => format!("{} dropped out; {} steps in.", s(d, "from"), s(d, "to")),

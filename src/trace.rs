@@ -157,6 +157,21 @@ pub fn render_trace(trace: &Value) -> String {
         }
     }
 
+    if let Some(v) = trace.get("vote") {
+        let takes = items(v, "takes");
+        let mut players = names(v, "players");
+        players.dedup();
+        let mut text = format!("{} — {} takes", list(&players), takes.len());
+        if let Some(why) = s(v, "why") {
+            let _ = write!(text, ", {why}");
+        }
+        if let Some(p) = v.get("picked").and_then(Value::as_u64) {
+            let _ = write!(text, "; take {p} goes out");
+        }
+        let _ = write!(text, ", {}", ms(n(v, "ms")));
+        row(w, "vote", text);
+    }
+
     if let Some(c) = trace.get("cascade") {
         let steps: Vec<String> = items(c, "steps")
             .iter()

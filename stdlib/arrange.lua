@@ -1052,6 +1052,154 @@ function arrange.cascade(band, players, req, opts)
 end
 
 ---------------------------------------------------------------------------------------
+-- Vote
+
+-- What candidates are compared by: the first code block when the answer has one (the
+-- program, not the prose around it), else the whole answer; lowercased, spaces collapsed.
+function arrange.vote_key(answer)
+  local code = (answer or ""):match("```[%w_+%-]*\n(.-)```")
+  local key = (code or answer or ""):lower():gsub("%s+", " ")
+  return text.trim(key)
+end
+
+--- Several takes, one chosen: self-consistency. `n` candidates play at once — the lead
+--- of section `who` (or the model `who`) `n` times with seeds `seed`, `seed + 1`, … (one
+--- batch when it has `n` slots), or each of `opts.players` once — and `pick` chooses:
+--- `"agree"` (default) keeps the answer most candidates share (`arrange.vote_key`: the
+--- code block, lowercased, spaces collapsed; a tie goes to the earliest), a function
+--- `(candidates, req) -> index, why` decides itself. Returns a draft like
+--- `arrange.solo`'s with `votes = { agreeing = k, of = n }`, or `nil, err` when every
+--- candidate failed. The trace's `vote` records the takes and the choice.
+---
+--- ```lua
+--- local draft = arrange.vote(band, "code", req, { n = 4, temperature = 0.7 })
+--- local draft = arrange.vote(band, "code", req, { players = { band.coltrane, band.monk, band.ella } })
+--- ```
+---@param band userdata|nil
+---@param who string|userdata
+---@param req table|string
+---@param opts table|nil  `{ n = 4, pick = "agree"|fn, temperature = 0.7, seed = 1, max_tokens, generate, players }`
+---@return table|nil draft, string|nil err
+function arrange.vote(band, who, req, opts)
+  opts = opts or {}
+  local players = {}
+  if opts.players then
+    for i, m in ipairs(opts.players) do
+      if not is_model(m) then
+        error(("`arrange.vote`: player %d must be a model, got %s"):format(i, type(m)), 2)
+      end
+      players[i] = m
+    end
+  else
+    local lead
+    if is_model(who) then
+      lead = who
+    elseif type(who) == "string" then
+      if not band then
+        error(("`arrange.vote`: section `%s` needs the band: `arrange.vote(band, %q, req)`"):format(who, who), 2)
+      end
+      lead = section_players(band, who, "arrange.vote")[1]
+      if not lead then
+        error(("`arrange.vote`: no instrument plays in section `%s`"):format(who), 2)
+      end
+    else
+      error(("`arrange.vote` needs a section name or a model as `who`, got %s"):format(type(who)), 2)
+    end
+    for i = 1, opts.n or 4 do
+      players[i] = lead
+    end
+  end
+  local n = #players
+  if n == 0 then
+    return nil, "`arrange.vote`: nobody to vote"
+  end
+  local names = {}
+  for i, m in ipairs(players) do
+    names[i] = m.name
+  end
+  trace.emit(req, "vote", { players = names, n = n })
+  local prompt = prompt_table(req, conversation(req))
+  if not opts.players then
+    -- One model's takes must differ: they sample at `temperature` even when the client
+    -- asked for greedy decoding (its answer is one of the takes, chosen by the vote).
+    prompt.temperature = nil
+  end
+  local t = trace.of(req)
+  local t0 = clock()
+  local takes = {}
+  for i, m in ipairs(players) do
+    takes[i] = function()
+      local gen = generation(opts, opts.max_tokens)
+      -- One model playing several takes needs them to differ; several players differ anyway.
+      if not opts.players then
+        gen.temperature = gen.temperature or opts.temperature or 0.7
+        gen.seed = (opts.seed or 1) + i - 1
+      end
+      local out, details, ms = play(req, m, "vote", prompt, gen)
+      if not out then
+        return nil, details
+      end
+      return { player = m.name, model = m, text = out, tokens = details.completion_tokens, ms = ms }
+    end
+  end
+  local results, errors = orchestra.together(takes)
+  local candidates, failed = {}, {}
+  for i = 1, n do
+    if results[i] then
+      candidates[#candidates + 1] = results[i]
+    else
+      failed[#failed + 1] = { player = names[i], error = trace.clip(tostring(errors and errors[i]), 300) }
+    end
+  end
+  if #candidates == 0 then
+    t.vote = { players = names, failed = failed }
+    return nil, "`arrange.vote`: every take failed: " .. (failed[1] and failed[1].error or "?")
+  end
+  local picked, why, agreeing
+  if type(opts.pick) == "function" then
+    picked, why = opts.pick(candidates, req)
+    if type(picked) ~= "number" or not candidates[picked] then
+      error(("`arrange.vote`: `pick` must return a candidate's index (1 to %d), got %s"):format(#candidates, tostring(picked)), 2)
+    end
+  elseif opts.pick == nil or opts.pick == "agree" then
+    local counts, first = {}, {}
+    for i, c in ipairs(candidates) do
+      c.key = arrange.vote_key(c.text)
+      counts[c.key] = (counts[c.key] or 0) + 1
+      first[c.key] = first[c.key] or i
+    end
+    local best = 0
+    for i, c in ipairs(candidates) do
+      if counts[c.key] > best then
+        best, picked = counts[c.key], i
+      end
+    end
+    agreeing = best
+    why = ("%d of %d takes agree"):format(best, #candidates)
+  else
+    error(("`arrange.vote`: `pick` is \"agree\" or a function, got %s"):format(tostring(opts.pick)), 2)
+  end
+  local winner = candidates[picked]
+  local entry = { players = names, picked = picked, why = why, agreeing = agreeing, failed = failed, takes = {} }
+  for i, c in ipairs(candidates) do
+    entry.takes[i] = { player = c.player, tokens = c.tokens, ms = trace.round(c.ms, 2), chars = #c.text }
+  end
+  entry.ms = trace.round((clock() - t0) * 1e3, 2)
+  t.vote = entry
+  t.solo = { player = winner.player, section = winner.model.section, tokens = winner.tokens, ms = entry.ms }
+  trace.emit(req, "voted", { player = winner.player, picked = picked, of = #candidates, agreeing = agreeing })
+  return {
+    text = winner.text,
+    player = winner.player,
+    section = winner.model.section,
+    model = winner.model,
+    band = band,
+    request = req,
+    votes = { agreeing = agreeing, of = #candidates, picked = picked },
+  }
+end
+
+---------------------------------------------------------------------------------------
 -- Agents: turns played for an agent, and the calls that may go back to it
 
 --- Why `req` is an agent's turn, or nil when it is not: it offers tools, carries a
@@ -1303,7 +1451,9 @@ end
 --- Options: `router` (from `route.rules`; `route.default` when you set one) or
 --- `section` (always this section, no routing), `comp` (`comp` options, or false;
 --- `players` overrides who comps), `review` (`review` options with `reviewer`, or
---- false), `solo` (`solo` options), `agent` (`false` plays agents' turns like any
+--- false), `solo` (`solo` options), `sections` (per section: `{ comp = false,
+--- review = false, why = "..." }` leaves those parts out there, or gives that section
+--- its own `comp`/`review` options; the trace's `skipped` carries `why`), `agent` (`false` plays agents' turns like any
 --- other; a table is `arrange.agent_turn`'s options), `tool_policy` (a function
 --- `(req, calls) -> kept, blocked`, default `arrange.careful_tools()`; false lets every
 --- call through).
@@ -1337,21 +1487,34 @@ function arrange.perform(band, req, opts)
     error(("`arrange.perform`: section `%s` was picked, where no instrument plays"):format(section), 2)
   end
   local t = trace.of(req)
-  -- An agent's turn is the soloist's alone (`agent = false` plays it like any other).
-  local agent = opts.agent ~= false and arrange.agent_turn(req, opts.agent)
   local function skip(part, why)
     t.skipped = t.skipped or {}
     t.skipped[#t.skipped + 1] = { part = part, why = why }
   end
+  -- The score's word for this section: parts it leaves out, and why.
+  local per = opts.sections and opts.sections[section] or {}
+  local comp_on, review_on = opts.comp ~= false, opts.review ~= false
+  for _, part in ipairs({ "comp", "review" }) do
+    if per[part] == false and (part == "comp" and comp_on or part == "review" and review_on) then
+      skip(part, per.why or ("the score plays section `" .. section .. "` without it"))
+      if part == "comp" then
+        comp_on = false
+      else
+        review_on = false
+      end
+    end
+  end
+  -- An agent's turn is the soloist's alone (`agent = false` plays it like any other).
+  local agent = opts.agent ~= false and arrange.agent_turn(req, opts.agent)
   local notes
-  if opts.comp ~= false and agent then
+  if comp_on and agent then
     skip("comp", "an agent's turn: " .. agent)
-  elseif opts.comp ~= false then
-    local comp = opts.comp or {}
+  elseif comp_on then
+    local comp = per.comp or opts.comp or {}
     local players = comp.players or arrange.leads(band, { except = { section, "review" } })
     notes = arrange.comp(players, req, comp)
   end
-  local reviewing = opts.review ~= false
+  local reviewing = review_on
   if reviewing and agent then
     skip("review", "an agent's turn: " .. agent)
     reviewing = false
@@ -1374,7 +1537,7 @@ function arrange.perform(band, req, opts)
   draft.request = req
   -- A tool call is not prose to review: the client runs it and asks again.
   if reviewing and not draft.tool_calls then
-    local review = opts.review or {}
+    local review = per.review or opts.review or {}
     draft = arrange.review(review.reviewer, draft, review)
   end
   return arrange.answer(req, draft)

@@ -994,7 +994,8 @@ async fn every_shipped_score_plays_on_scripted_stand_ins() {
     let cases: &[(&str, &str, bool)] = &[
         // (score, the section that answers, whether a reviewer checks it)
         ("default.lua", "code", true),
-        ("pocket.lua", "code", true),
+        // Measured: on code the band did not beat Coltrane alone, so he plays alone.
+        ("pocket.lua", "code", false),
         ("code_review.lua", "code", true),
         ("cascade.lua", "analysis", true),
         ("jam.lua", "analysis", false),
@@ -1037,6 +1038,23 @@ async fn every_shipped_score_plays_on_scripted_stand_ins() {
         if *reviewed {
             assert_eq!(t["reviews"][0]["verdict"], "approve", "{file}: {t:#}");
             assert_ne!(t["reviews"][0]["reviewer"], player, "{file}");
+        } else {
+            assert!(t["reviews"].is_null(), "{file}: {t:#}");
+        }
+        if *file == "pocket.lua" {
+            let skipped: Vec<&str> = t["skipped"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{t:#}"))
+                .iter()
+                .map(|s| s["part"].as_str().unwrap())
+                .collect();
+            assert_eq!(skipped, ["comp", "review"], "{t:#}");
+            assert!(
+                t["skipped"][0]["why"]
+                    .as_str()
+                    .unwrap()
+                    .contains("HumanEval")
+            );
         }
     }
 }
@@ -1262,4 +1280,110 @@ async fn the_careful_tool_policy_keeps_one_harmless_new_call_per_turn() {
         ["read: the conversation already has its result"]
     );
     assert_eq!(strs(&d["other_file"]["kept"]), ["read:TODO.md"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Vote
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn vote_keeps_the_answer_most_takes_agree_on() {
+    let members = [
+        member("ornette", "code", &model("ornette", ELLA_NOTES)),
+        member("sonny", "code", &model("sonny", SONNY)),
+        member("rollins", "code", &model("rollins", SONNY)),
+    ]
+    .concat();
+    let text = score(
+        SECTIONS,
+        &members,
+        r#"local draft = assert(arrange.vote(band, "code", req, { players = { band.ornette, band.sonny, band.rollins } }))
+        local t = trace.of(req)
+        return { text = draft.text, player = draft.player, votes = draft.votes, vote = t.vote, trace = t }"#,
+    );
+    let (answer, events) = play("vote_majority", &text, "reverse a string").await;
+    let d = &answer.data;
+    // Ornette plays first but alone; the two that agree win, the earlier of them goes out.
+    assert_eq!(d["text"], SONNY, "{d:#}");
+    assert_eq!(d["player"], "sonny");
+    assert_eq!(d["votes"]["agreeing"], 2);
+    assert_eq!(d["votes"]["of"], 3);
+    assert_eq!(d["votes"]["picked"], 2);
+    assert_eq!(d["vote"]["why"], "2 of 3 takes agree");
+    let said = narration(&events);
+    assert!(
+        said.iter()
+            .any(|l| l == "Ornette, Sonny and Rollins each play a take."),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l == "2 of 3 takes agree; Sonny's take goes out."),
+        "{said:?}"
+    );
+    let rendered = orchestra::trace::render_trace(&d["trace"]);
+    assert!(
+        rendered.contains("2 of 3 takes agree; take 2 goes out"),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
+async fn vote_plays_one_models_takes_together_in_one_batch() {
+    // `member` gives sonny 4 slots: four takes decode side by side.
+    let text = score(
+        SECTIONS,
+        &member("sonny", "code", &model("sonny", SONNY)),
+        r#"band.sonny:load()
+        local draft = assert(arrange.vote(band, "code", req, { n = 4, generate = { ignore_eos = true }, max_tokens = 200 }))
+        return { votes = draft.votes, takes = trace.of(req).vote.takes }"#,
+    );
+    let (answer, events) = play("vote_batch", &text, "reverse a string").await;
+    let d = &answer.data;
+    assert_eq!(d["votes"]["of"], 4, "{d:#}");
+    // Every take was under way before the first one finished.
+    let spans = spans(&events, "sonny");
+    assert_eq!(spans.len(), 4, "{spans:?}");
+    let last_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
+    let first_end = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+    assert!(
+        last_start < first_end,
+        "the takes ran one after another: {spans:?}"
+    );
+    assert_eq!(len(&d["takes"]), 4);
+}
+
+#[tokio::test]
+async fn a_pick_function_chooses_the_take_and_a_wrong_index_is_an_error() {
+    let members = [
+        member("sonny", "code", &model("sonny", SONNY)),
+        member("ornette", "code", &model("ornette", ELLA_NOTES)),
+    ]
+    .concat();
+    let text = score(
+        SECTIONS,
+        &members,
+        r#"local players = { band.sonny, band.ornette }
+        local longest = function(c) if #c[1].text >= #c[2].text then return 1, "longest" end return 2, "longest" end
+        local draft = assert(arrange.vote(band, "code", req, { players = players, pick = longest }))
+        local ok, err = pcall(arrange.vote, band, "code", req, { players = players, pick = function() return 7 end })
+        return { text = draft.text, why = trace.of(req).vote.why, ok = ok, err = tostring(err) }"#,
+    );
+    let (answer, _) = play("vote_pick", &text, "x").await;
+    let d = &answer.data;
+    let longest = if ELLA_NOTES.len() >= SONNY.len() {
+        ELLA_NOTES
+    } else {
+        SONNY
+    };
+    assert_eq!(d["text"], longest);
+    assert_eq!(d["why"], "longest");
+    assert_eq!(d["ok"], false);
+    assert!(
+        d["err"]
+            .as_str()
+            .unwrap()
+            .contains("`pick` must return a candidate's index (1 to 2), got 7"),
+        "{d:#}"
+    );
 }

@@ -14,7 +14,7 @@ pub enum EngineError {
     #[error("`{path}` is damaged: {reason}; download it again or re-convert it")]
     Damaged { path: PathBuf, reason: String },
     #[error(
-        "llama.cpp could not load `{0}`: the file may be corrupt or of an unsupported architecture (run with RUST_LOG=llama_cpp_2=info for llama.cpp's reason)"
+        "llama.cpp could not load `{0}`: the file may be corrupt or of an unsupported architecture (run with RUST_LOG=llama-cpp-2=info for llama.cpp's reason)"
     )]
     LoadFailed(PathBuf),
     #[error(

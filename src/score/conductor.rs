@@ -154,14 +154,15 @@ pub const AGENT_CONTEXT: u32 = 32_768;
 impl ScoreInfo {
     /// The window of `section`'s arrangement (`orchestra/<section>`), or with `None`
     /// of the score's (`orchestra`): the narrowest of every section that solos (all
-    /// but `review`), since the router may pick any. `None` when nothing plays.
+    /// but `review` and the router models' `routing`, which never solo), since the
+    /// router may pick any. `None` when nothing plays.
     pub fn window(&self, section: Option<&str>) -> Option<Window> {
         let soloing = |i: &&InstrumentInfo| {
             !i.embeddings
                 && i.context > 0
                 && match section {
                     Some(s) => i.section == s,
-                    None => i.section != "review",
+                    None => i.section != "review" && i.section != "routing",
                 }
         };
         let players: Vec<&InstrumentInfo> = self.instruments.iter().filter(soloing).collect();
