@@ -5,8 +5,6 @@
 
 mod serve_support;
 
-use std::process::Command;
-
 use orchestra::server::ServeConfig;
 use serve_support::*;
 
@@ -35,31 +33,18 @@ return {{ perform = function(req) return arrange.perform(band, req, {{ router = 
     score
 }
 
-fn run_checks(url: &str, model: &str, checks: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/agent_clients/checks.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([url, model])
-        .args(checks)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the client checks failed:\n{stdout}\n{stderr}"
-    );
-    println!("{stdout}");
-}
-
 fn check_on_qwen(test: &str, checks: &'static [&'static str]) {
     let score = qwen_band(test);
     runtime().block_on(async {
         let s = serve_file(&score, ServeConfig::default()).await;
         let url = s.url.clone();
-        tokio::task::spawn_blocking(move || run_checks(&url, "orchestra", checks))
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![url.as_str(), "orchestra"];
+            args.extend_from_slice(checks);
+            run_python_checks("tests/agent_clients/checks.py", &args)
+        })
+        .await
+        .unwrap();
     });
 }
 

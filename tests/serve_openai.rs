@@ -5,24 +5,14 @@
 
 mod serve_support;
 
-use std::process::Command;
-
 use orchestra::server::ServeConfig;
 use serve_support::*;
 
 fn run_checks(mode: &str, url: &str, expected: serde_json::Value) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai/client_checks.py");
-    let out = Command::new("python3")
-        .args([script, mode, url, &expected.to_string()])
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the openai client checks failed:\n{stdout}\n{stderr}"
+    run_python_checks(
+        "tests/openai/client_checks.py",
+        &[mode, url, &expected.to_string()],
     );
-    println!("{stdout}");
 }
 
 #[test]

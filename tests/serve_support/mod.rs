@@ -126,3 +126,22 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .collect()
 }
+
+/// Runs a Python check script of `tests/` (`script` relative to the project) with
+/// `args`; fails the test with its output unless it exits 0. Prints its stdout.
+pub fn run_python_checks(script: &str, args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} failed:\n{stdout}\n{stderr}",
+        script.display()
+    );
+    println!("{stdout}");
+}
