@@ -179,11 +179,14 @@ fn qwen_required_tool_choice_always_calls() {
                 .with_max_tokens(96)
                 .with_tools(vec![weather_tool()], choice.clone());
             let (c, _) = run(model, request);
-            assert_eq!(
-                c.finish_reason,
-                FinishReason::ToolCalls,
+            // It calls; a model that keeps calling until `max_tokens` ends `length`,
+            // with its whole calls and no fragment of the cut one.
+            assert!(
+                c.finish_reason == FinishReason::ToolCalls
+                    || (c.finish_reason == FinishReason::Length && c.completion_tokens == 96),
                 "{q} {choice:?}: {c:?}"
             );
+            assert!(!c.text.contains("\"name\""), "{q} {choice:?}: {c:?}");
             assert_eq!(c.tool_calls[0].name, "get_weather");
             city_of(&c.tool_calls[0].arguments);
         }
@@ -205,11 +208,13 @@ fn qwen_sampled_calls_always_have_schema_valid_arguments() {
             .with_max_tokens(128)
             .with_tools(vec![weather_tool()], ToolChoice::Required);
         let (c, _) = run(model, request);
-        assert_eq!(
-            c.finish_reason,
-            FinishReason::ToolCalls,
+        assert!(
+            c.finish_reason == FinishReason::ToolCalls
+                || (c.finish_reason == FinishReason::Length && c.completion_tokens == 128),
             "seed {seed}: {c:?}"
         );
+        assert!(!c.tool_calls.is_empty(), "seed {seed}: {c:?}");
+        assert!(!c.text.contains("\"name\""), "seed {seed}: {c:?}");
         for call in &c.tool_calls {
             assert_eq!(call.name, "get_weather", "seed {seed}");
             city_of(&call.arguments);

@@ -155,6 +155,18 @@ pub fn parse_tool_calls(
 /// everything before the last call marker when what follows it is no whole call. Whole
 /// calls before it are kept, so a client gets those and never a fragment.
 pub fn drop_unfinished_call<'a>(format: ToolFormat, text: &'a str, tools: &[String]) -> &'a str {
+    // A bare JSON call (`tool_choice: required`, no marker) cut inside its object: the
+    // answer ends before it (a marker before it, if any, is cut below).
+    let mut text = text;
+    let bare = text
+        .rmatch_indices('{')
+        .map(|(at, _)| at)
+        .find(|&at| text[at + 1..].trim_start().starts_with("\"name\""));
+    if let Some(at) = bare
+        && json_prefix(&text[at..]).is_none()
+    {
+        text = text[..at].trim_end();
+    }
     let Some(at) = format.markers().iter().filter_map(|m| text.rfind(m)).max() else {
         return text;
     };
@@ -533,6 +545,12 @@ mod tests {
         assert_eq!(
             drop_unfinished_call(ToolFormat::Hermes, "plain text", &tools),
             "plain text"
+        );
+        // Bare JSON calls (`tool_choice: required`): the whole ones stay, the cut one goes.
+        let bare = "{\"name\": \"read\", \"arguments\": {\"path\": \"a\"}}\n{\"name\": \"read\", \"arguments\": {\"pa";
+        assert_eq!(
+            drop_unfinished_call(ToolFormat::Json, bare, &tools),
+            "{\"name\": \"read\", \"arguments\": {\"path\": \"a\"}}"
         );
     }
 
